@@ -1,0 +1,94 @@
+"""The documented generic long CSV, and embedding files keyed by clip id.
+
+Ratings CSV: a header, then one row per (clip, annotator) rating.
+  Required columns: clip, annotator, speaker, and one column per dimension
+  (names given by the caller, e.g. activation, valence). Ratings are on
+  [scale_low, scale_high] and are rescaled to [-1, 1]. Extra columns are
+  ignored. Errors name the file and the 1-based line.
+Embeddings: .npz with arrays `clip_ids` [C] and `embeddings` [C, F], or a
+  .npy of a dict {clip id: vector}.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from annojax.corpora import corpus as corpus_lib
+from annojax.corpora import ratings as ratings_lib
+
+
+def read_ratings(path: str, dims, scale=(-1.0, 1.0)) -> ratings_lib.Ratings:
+  """Reads a ratings CSV into a (not yet validated) Ratings table."""
+  required = ["clip", "annotator", "speaker", *dims]
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+      raise ratings_lib.RatingsError(
+          f"{path}: missing column(s) {missing}; header is {header}")
+    cols = {c: [] for c in required}
+    for line, row in enumerate(reader, start=2):
+      for c in required:
+        v = row[c]
+        if v is None:
+          raise ratings_lib.RatingsError(f"{path}:{line}: row is short, "
+                                         f"no value for {c!r}")
+        cols[c].append(v)
+  values = np.empty((len(cols["clip"]), len(dims)), np.float32)
+  for j, d in enumerate(dims):
+    for i, v in enumerate(cols[d]):
+      try:
+        values[i, j] = float(v) if v.strip() else np.nan
+      except ValueError:
+        raise ratings_lib.RatingsError(
+            f"{path}:{i + 2}: {d}={v!r} is not a number") from None
+  return ratings_lib.make_ratings(
+      cols["clip"], cols["annotator"], cols["speaker"],
+      ratings_lib.rescale(values, *scale), dims, source=path)
+
+
+def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Returns (clip ids [C], embeddings [C, F]) from .npz or .npy."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"embedding file {path} does not exist")
+  if path.endswith(".npz"):
+    with np.load(path) as z:
+      for key in ("clip_ids", "embeddings"):
+        if key not in z:
+          raise ratings_lib.RatingsError(
+              f"{path}: no array {key!r}; found {sorted(z.files)}")
+      ids, emb = z["clip_ids"].astype(str), z["embeddings"]
+  else:
+    table = np.load(path, allow_pickle=True).item()
+    ids = np.array(list(table), dtype=str)
+    emb = np.stack([np.asarray(table[k]) for k in table])
+  emb = np.asarray(emb, np.float32)
+  if emb.ndim != 2 or len(emb) != len(ids):
+    raise ratings_lib.RatingsError(
+        f"{path}: embeddings shape {emb.shape} does not match "
+        f"{len(ids)} clip ids")
+  bad = ~np.isfinite(emb).all(1)
+  if bad.any():
+    raise ratings_lib.RatingsError(
+        f"{path}: clip {ids[bad][0]!r} has a non-finite embedding "
+        f"({bad.sum()} clips)")
+  return ids, emb
+
+
+def load(name: str, ratings_path: str, embeddings_path: str, dims,
+         scale=(-1.0, 1.0)) -> corpus_lib.Corpus:
+  """Reads, validates and joins a ratings CSV with an embedding file."""
+  table = read_ratings(ratings_path, dims, scale)
+  ids, emb = read_embeddings(embeddings_path)
+  # Row offset 2: line 1 is the header, rows are 0-based.
+  table = ratings_lib.validate(table, known_clips=ids, row_offset=2)
+  rated = np.isin(ids, table.clip)
+  spk = dict(zip(table.clip, table.speaker))
+  ids = ids[rated]
+  return corpus_lib.Corpus(
+      name=name, clips=ids, speakers=np.array([spk[c] for c in ids]),
+      embeddings=emb[rated], ratings=table)

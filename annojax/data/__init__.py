@@ -1,0 +1,1 @@
+"""Data layer: TFDS builder, dataset preparation and the input pipeline."""

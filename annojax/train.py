@@ -1,0 +1,270 @@
+"""train_and_evaluate(config, workdir, kind): pre-train one model.
+
+kind = "individual" (one head per source annotator) or "aggregate" (one head
+on the consensus). Data-parallel: params replicated, the global batch sharded
+on the mesh axis 'data'. Per epoch: train, validate (pooled loss + CCC_ind on
+the validation speakers), reduce-on-plateau, early stopping, checkpoint
+latest + best. Re-running in the same workdir resumes from `latest`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+import tqdm
+
+from annojax import checkpointing
+from annojax import losses
+from annojax import metrics
+from annojax import models
+from annojax.data import pipeline
+from annojax.data import prepare as prepare_lib
+
+
+def create_optimizer(config) -> optax.GradientTransformation:
+  """Optimizer from config; lr is a hyperparameter the plateau logic sets."""
+  o = config.optim
+  if o.name == "sgd":
+    return optax.inject_hyperparams(optax.sgd)(
+        learning_rate=o.learning_rate, momentum=o.momentum)
+  if o.name == "adam":
+    return optax.inject_hyperparams(optax.adam)(learning_rate=o.learning_rate)
+  raise ValueError(f"unknown optimizer {o.name!r}; one of sgd, adam")
+
+
+def make_mesh():
+  # Auto axes: XLA propagates the batch sharding through the head gather;
+  # explicit axes would need an out_sharding on every gather.
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def train_step(state, batch, *, graphdef, tx, loss_fn, seed):
+  """One SGD step on a global batch; returns (state, measurements)."""
+  rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+  mask = batch["label_mask"] * batch["valid"][:, None]
+
+  def objective(params):
+    model = nnx.merge(graphdef, params)
+    pred = model(batch["embedding"], batch.get("annotators"), rng=rng)
+    return loss_fn(pred, batch["labels"], mask)
+
+  (loss, per_dim), grads = jax.value_and_grad(objective, has_aux=True)(
+      state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  new_state = {"step": state["step"] + 1, "params": params,
+               "opt_state": opt_state}
+  return new_state, {"loss": loss, "per_dim": per_dim,
+                     "grad_norm": optax.global_norm(grads),
+                     "param_norm": optax.global_norm(params)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features(graphdef, trunk_params, x):
+  return nnx.merge(graphdef, trunk_params)(x)
+
+
+def trunk_features(graphdef, params, embeddings: np.ndarray,
+                   batch: int = 2048) -> np.ndarray:
+  """z [C, D, H] for all clips (eval mode), in fixed-size jit'd chunks."""
+  trunk_def = nnx.graphdef(nnx.merge(graphdef, params).trunk)
+  out = []
+  for s in range(0, len(embeddings), batch):
+    x = embeddings[s:s + batch]
+    pad = batch - len(x) if len(embeddings) > batch else 0
+    xp = np.pad(x, ((0, pad), (0, 0)))
+    out.append(np.asarray(_features(trunk_def, params["trunk"], xp))[:len(x)])
+  return np.concatenate(out)
+
+
+def head_arrays(params) -> tuple[np.ndarray, np.ndarray]:
+  """Head kernel [A, D, H] and bias [A, D] as host arrays."""
+  h = params["heads"]["stack"]
+  return np.asarray(h["kernel"]), np.asarray(h["bias"])
+
+
+def pair_predictions(z, kernel, bias, pair_clip, pair_head) -> np.ndarray:
+  """Prediction of head pair_head[i] on clip pair_clip[i] -> [P, D]."""
+  return (np.einsum("pdh,pdh->pd", z[pair_clip], kernel[pair_head])
+          + bias[pair_head])
+
+
+def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
+             loss_name: str, min_count: int = 2) -> dict:
+  """Pooled loss (the training objective) and CCC_ind on a split."""
+  z = trunk_features(graphdef, params, table.embeddings)
+  kernel, bias = head_arrays(params)
+  heads = (table.pair_annotator if kind == "individual"
+           else np.zeros_like(table.pair_annotator))
+  pred = pair_predictions(z, kernel, bias, table.pair_clip, heads)
+  if kind == "individual":
+    obj_pred, obj_label = pred, table.pair_values
+  else:  # the aggregate model's objective is the clip consensus
+    clips, first = np.unique(table.pair_clip, return_index=True)
+    obj_pred = pred[first]
+    sums = np.zeros((len(table.clip_ids), pred.shape[1]))
+    np.add.at(sums, table.pair_clip, table.pair_values)
+    cnt = np.bincount(table.pair_clip, minlength=len(table.clip_ids))
+    obj_label = (sums[clips] / cnt[clips, None]).astype(np.float32)
+  loss, _ = losses.get(loss_name)(jnp.asarray(obj_pred),
+                                  jnp.asarray(obj_label),
+                                  jnp.ones(len(obj_pred)))
+  return {"val_loss": float(loss),
+          "val_ccc_ind": metrics.ccc_ind(pred, table.pair_values,
+                                         table.pair_annotator,
+                                         min_count).tolist()}
+
+
+def _initial_state(config, meta, kind):
+  model = models.create_model(config, meta, kind, seed=config.train.seed)
+  graphdef, params = nnx.split(model)
+  params = params.to_pure_dict()
+  tx = create_optimizer(config)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params)}
+  return graphdef, tx, state
+
+
+def model_dir(workdir: str, kind: str) -> str:
+  return os.path.join(workdir, kind)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       kind: str = "individual",
+                       prepared: prepare_lib.Prepared | None = None) -> dict:
+  """Trains (or resumes) one model; returns its best params and history."""
+  prepared = prepared or prepare_lib.prepare(config, workdir)
+  meta = pipeline.read_meta(prepared.source)
+  out_dir = model_dir(workdir, kind)
+  os.makedirs(out_dir, exist_ok=True)
+  is_host0 = jax.process_index() == 0
+  if is_host0:
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # Mesh: data parallel over every device of every process.
+  mesh = make_mesh()
+  gb = config.train.batch_size
+  if gb % jax.device_count():
+    raise ValueError(f"config.train.batch_size={gb} is not divisible by "
+                     f"{jax.device_count()} devices")
+  data_sharding = NamedSharding(mesh, P("data"))
+  repl = NamedSharding(mesh, P())
+
+  # Data.
+  layout = config.data.layout if kind == "individual" else "consensus"
+  reader = pipeline.SplitReader(prepared.source, "train",
+                                cache=config.data.cache)
+  batch_kw = dict(layout=layout, num_annotators=meta.num_annotators,
+                  num_dims=len(meta.dims), embedding_dim=meta.embedding_dim,
+                  max_raters=pipeline.max_raters(prepared.source, "train"))
+  val_table = pipeline.load_table(prepared.source, "validation")
+
+  # Model, optimizer, and (if there is one) the checkpoint to resume from.
+  graphdef, tx, state = _initial_state(config, meta, kind)
+  ckpts = checkpointing.Checkpoints(os.path.join(out_dir, "checkpoints"))
+  host = {"epoch": 0, "best_val": math.inf, "since_best": 0,
+          "since_lr_drop": 0, "lr": config.optim.learning_rate,
+          "stopped_early": False, "history": []}
+  if ckpts.has_latest():
+    state, host = ckpts.restore(state)
+    logging.info("%s: resuming after epoch %d (step %d)", kind,
+                 host["epoch"], int(state["step"]))
+  state = jax.device_put(state, repl)
+  step_fn = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx,
+                        loss_fn=losses.get(config.train.loss),
+                        seed=config.train.seed),
+      donate_argnums=0, out_shardings=(repl, repl))
+
+  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  logging.info("%s model: %d heads, %d params; %d train clips, global batch "
+               "%d on %d devices", kind, meta.num_annotators if
+               kind == "individual" else 1, n_params, len(reader), gb,
+               jax.device_count())
+  log_path = os.path.join(out_dir, "metrics.jsonl")
+  while host["epoch"] < config.train.num_epochs and not host["stopped_early"]:
+    epoch = host["epoch"]
+    t0 = time.time()
+    batches = pipeline.train_batches(reader, gb, config.train.seed, epoch,
+                                     **batch_kw)
+    bar = tqdm.tqdm(batches, total=len(reader) // gb,
+                    desc=f"{kind} epoch {epoch + 1}/{config.train.num_epochs}",
+                    disable=not (config.train.progress_bar and is_host0),
+                    leave=False)
+    losses_sum, n_steps = 0.0, 0
+    for batch in bar:
+      state, m = step_fn(state, pipeline.to_global(batch, data_sharding))
+      n_steps += 1
+      if n_steps % 50 == 0:
+        bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+      losses_sum += m["loss"]
+    train_loss = float(losses_sum) / max(n_steps, 1)
+    # Guard: stop loudly on divergence rather than checkpoint garbage.
+    if not np.isfinite(train_loss) or not np.isfinite(float(m["grad_norm"])):
+      raise FloatingPointError(
+          f"{kind}: non-finite loss/grad norm at epoch {epoch + 1}, step "
+          f"{int(state['step'])} (loss {train_loss}, grad norm "
+          f"{float(m['grad_norm'])}); lower config.optim.learning_rate")
+
+    params_host = multihost_utils.process_allgather(state["params"]) if (
+        jax.process_count() > 1) else jax.device_get(state["params"])
+    val = validate(graphdef, params_host, val_table, kind, config.train.loss,
+                   config.eval.min_test)
+    improved = val["val_loss"] < host["best_val"] - 1e-6
+    host["epoch"] = epoch + 1
+    if improved:
+      host.update(best_val=val["val_loss"], since_best=0, since_lr_drop=0)
+    else:
+      host["since_best"] += 1
+      host["since_lr_drop"] += 1
+      if host["since_lr_drop"] >= config.optim.plateau_patience:
+        host["lr"] *= config.optim.plateau_factor
+        host["since_lr_drop"] = 0
+        state["opt_state"].hyperparams["learning_rate"] = jax.device_put(
+            jnp.asarray(host["lr"], jnp.float32), repl)
+        logging.info("%s: plateau, learning rate -> %g", kind, host["lr"])
+      if host["since_best"] >= config.optim.early_stop_patience:
+        host["stopped_early"] = True
+    record = {"epoch": epoch + 1, "step": int(state["step"]),
+              "train_loss": train_loss, **val, "lr": host["lr"],
+              "grad_norm": float(m["grad_norm"]),
+              "seconds": round(time.time() - t0, 2)}
+    host["history"].append(record)
+    logging.info("%s %s", kind, json.dumps(record))
+    if is_host0:
+      with open(log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    ckpts.save(epoch + 1, state, host, val["val_loss"], improved)
+  ckpts.wait()
+  best_state, best_host = ckpts.restore(state, "best")
+  ckpts.close()
+  return {"graphdef": graphdef, "params": jax.device_get(best_state["params"]),
+          "history": host["history"], "best_val": host["best_val"],
+          "best_epoch": len(best_host["history"])}
+
+
+def load_best(config, workdir: str, kind: str,
+              prepared: prepare_lib.Prepared) -> tuple:
+  """(graphdef, best params) of a trained model, restored from Orbax."""
+  meta = pipeline.read_meta(prepared.source)
+  graphdef, _, state = _initial_state(config, meta, kind)
+  ckpts = checkpointing.Checkpoints(
+      os.path.join(model_dir(workdir, kind), "checkpoints"))
+  best, _ = ckpts.restore(state, "best")
+  ckpts.close()
+  return graphdef, jax.device_get(best["params"])

@@ -1,0 +1,83 @@
+"""Reference settings of the method (../shared/METHOD.md), synthetic corpus.
+
+python -m annojax.main --config=configs/default.py --workdir=/tmp/annojax
+"""
+
+import ml_collections
+
+from annojax.corpora import synthetic
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  # all = prepare -> train individual + aggregate -> evaluate. Or one of
+  # prepare, train, evaluate.
+  config.mode = "all"
+
+  config.data = ml_collections.ConfigDict()
+  # "synthetic" (embedded default) or "csv" (generic long CSV + .npz).
+  config.data.corpus = "synthetic"
+  config.data.synthetic = synthetic.default_config()
+  config.data.csv = ml_collections.ConfigDict(dict(
+      source=dict(name="source", ratings="", embeddings="",
+                  dims=("activation", "valence"), scale=(1.0, 7.0)),
+      target=dict(name="target", ratings="", embeddings="",
+                  dims=("activation", "valence"), scale=(1.0, 5.0))))
+  # Where TFDS datasets go; empty = <workdir>/data.
+  config.data.data_dir = ""
+  # Pre-training keeps annotators with at least this many ratings.
+  config.data.min_ratings = 30
+  # Fractions of source speakers held out for validation and test.
+  config.data.val_fraction = 0.1
+  config.data.test_fraction = 0.1
+  config.data.split_seed = 0
+  # Label layout of the individual model's batches: "sparse" computes only the
+  # heads that rated each clip, "dense" all heads then masks (bench/).
+  config.data.layout = "sparse"
+  # Keep decoded examples in memory after the first epoch.
+  config.data.cache = True
+
+  config.model = ml_collections.ConfigDict()
+  config.model.hidden = 256
+  config.model.dropout = 0.2
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "sgd"  # sgd (momentum) or adam
+  config.optim.learning_rate = 1e-3
+  config.optim.momentum = 0.9
+  # Reduce-on-plateau: lr *= factor after `plateau_patience` epochs without
+  # validation improvement; stop after `early_stop_patience`.
+  config.optim.plateau_patience = 5
+  config.optim.plateau_factor = 0.1
+  config.optim.early_stop_patience = 10
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32  # global; divisible by the device count
+  config.train.num_epochs = 100
+  config.train.loss = "ccc"  # ccc (1 - CCC, summed over dims) or mse
+  config.train.seed = 0
+  # Which models to train in mode=all/train.
+  config.train.models = ("individual", "aggregate")
+  config.train.progress_bar = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.folds = 5
+  config.eval.seeds = 5
+  # Enrollment sizes; 0 means all of the annotator's training-fold clips.
+  config.eval.enroll_sizes = (5, 10, 15, 20, 25, 30, 0)
+  # Similarity score: ccc (sum over dims), pearson or mse.
+  config.eval.score = "ccc"
+  config.eval.top_k = 1
+  config.eval.weighted = False
+  # Heads scored per chunk inside the batched search (memory bound).
+  config.eval.head_chunk = 1024
+  # Fine-tuning from the mapped head: head-only Adam steps on the enrollment
+  # clips (MSE + an L2 pull toward the mapped head).
+  config.eval.finetune_steps = 50
+  config.eval.finetune_lr = 1e-2
+  config.eval.finetune_l2 = 1.0
+  # Ridge strength of the per-annotator linear fit (toward slope 1, offset 0).
+  config.eval.linear_ridge = 1.0
+  # Annotators need this many test ratings to enter CCC_ind.
+  config.eval.min_test = 2
+  return config
