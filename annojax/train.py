@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 
 from absl import logging
@@ -69,8 +70,8 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed):
   new_state = {"step": state["step"] + 1, "params": params,
                "opt_state": opt_state}
   return new_state, {"loss": loss, "per_dim": per_dim,
-                     "grad_norm": optax.global_norm(grads),
-                     "param_norm": optax.global_norm(params)}
+                     "grad_norm": optax.tree.norm(grads),
+                     "param_norm": optax.tree.norm(params)}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -132,11 +133,17 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
 def _initial_state(config, meta, kind):
   model = models.create_model(config, meta, kind, seed=config.train.seed)
   graphdef, params = nnx.split(model)
-  params = params.to_pure_dict()
+  params = nnx.to_pure_dict(params)
   tx = create_optimizer(config)
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
            "opt_state": tx.init(params)}
   return graphdef, tx, state
+
+
+def progress_bar(config) -> bool:
+  """Bars on host 0 in a terminal; logs (CI, SLURM) get the epoch lines."""
+  return bool(config.train.progress_bar and jax.process_index() == 0
+              and sys.stderr.isatty())
 
 
 def model_dir(workdir: str, kind: str) -> str:
@@ -157,11 +164,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       f.write(config.to_json_best_effort(indent=2))
 
   # Mesh: data parallel over every device of every process.
-  mesh = make_mesh()
   gb = config.train.batch_size
   if gb % jax.device_count():
     raise ValueError(f"config.train.batch_size={gb} is not divisible by "
                      f"{jax.device_count()} devices")
+  mesh = make_mesh()
   data_sharding = NamedSharding(mesh, P("data"))
   repl = NamedSharding(mesh, P())
 
@@ -204,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                      **batch_kw)
     bar = tqdm.tqdm(batches, total=len(reader) // gb,
                     desc=f"{kind} epoch {epoch + 1}/{config.train.num_epochs}",
-                    disable=not (config.train.progress_bar and is_host0),
+                    disable=not progress_bar(config),
                     leave=False)
     losses_sum, n_steps = 0.0, 0
     for batch in bar:

@@ -60,6 +60,11 @@ def get_config():
   config.train.models = ("individual", "aggregate")
   config.train.progress_bar = True
 
+  # Multi-process runs: none, auto (SLURM if SLURM_NTASKS > 1), slurm or
+  # explicit (coordinator_address, num_processes, process_id).
+  config.distributed = ml_collections.ConfigDict(dict(
+      mode="none", coordinator_address="", num_processes=1, process_id=0))
+
   config.eval = ml_collections.ConfigDict()
   config.eval.folds = 5
   config.eval.seeds = 5

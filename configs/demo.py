@@ -13,6 +13,6 @@ def get_config():
   config.optim.plateau_patience = 2
   config.optim.early_stop_patience = 4
   config.train.batch_size = 64
-  config.train.num_epochs = 15
+  config.train.num_epochs = 30
   config.eval.seeds = 2
   return config

@@ -35,7 +35,7 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0)) -> ratings_lib.Ratings:
       for c in required:
         v = row[c]
         if v is None:
-          raise ratings_lib.RatingsError(f"{path}:{line}: row is short, "
+          raise ratings_lib.RatingsError(f"{path}: line {line}: row is short, "
                                          f"no value for {c!r}")
         cols[c].append(v)
   values = np.empty((len(cols["clip"]), len(dims)), np.float32)
@@ -45,7 +45,7 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0)) -> ratings_lib.Ratings:
         values[i, j] = float(v) if v.strip() else np.nan
       except ValueError:
         raise ratings_lib.RatingsError(
-            f"{path}:{i + 2}: {d}={v!r} is not a number") from None
+            f"{path}: line {i + 2}: {d}={v!r} is not a number") from None
   return ratings_lib.make_ratings(
       cols["clip"], cols["annotator"], cols["speaker"],
       ratings_lib.rescale(values, *scale), dims, source=path)
@@ -74,7 +74,7 @@ def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
   bad = ~np.isfinite(emb).all(1)
   if bad.any():
     raise ratings_lib.RatingsError(
-        f"{path}: clip {ids[bad][0]!r} has a non-finite embedding "
+        f"{path}: clip {str(ids[bad][0])!r} has a non-finite embedding "
         f"({bad.sum()} clips)")
   return ids, emb
 
@@ -85,7 +85,8 @@ def load(name: str, ratings_path: str, embeddings_path: str, dims,
   table = read_ratings(ratings_path, dims, scale)
   ids, emb = read_embeddings(embeddings_path)
   # Row offset 2: line 1 is the header, rows are 0-based.
-  table = ratings_lib.validate(table, known_clips=ids, row_offset=2)
+  table = ratings_lib.validate(table, known_clips=ids, row_offset=2,
+                               row_word="line")
   rated = np.isin(ids, table.clip)
   spk = dict(zip(table.clip, table.speaker))
   ids = ids[rated]

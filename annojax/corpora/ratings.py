@@ -77,12 +77,13 @@ def rescale(values, low: float, high: float) -> np.ndarray:
 
 
 def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
-             row_offset: int = 0) -> Ratings:
+             row_offset: int = 0, row_word: str = "row") -> Ratings:
   """Checks a table and resolves what has a documented resolution.
 
   Errors (never silent): a NaN/inf rating, a rating outside [-1, 1], a clip id
   not in `known_clips`, a clip with two different speakers. Rows are reported
-  as `row_offset + i` so readers can name the line of their file.
+  as `{row_word} {row_offset + i}` so readers can name the line of their
+  file (row_word="line", row_offset=2 for a CSV with a header).
   Resolution (counted and logged): duplicate (clip, annotator) rows are
   averaged into one.
 
@@ -100,36 +101,39 @@ def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
   if bad.any():
     i, d = np.argwhere(bad)[0]
     raise RatingsError(
-        f"{src}: row {i + row_offset}: rating {ratings.dims[d]!r} of "
-        f"annotator {ratings.annotator[i]!r} on clip {ratings.clip[i]!r} is "
+        f"{src}: {row_word} {i + row_offset}: rating {ratings.dims[d]!r} of "
+        f"annotator {str(ratings.annotator[i])!r} on clip "
+        f"{str(ratings.clip[i])!r} is "
         f"{ratings.values[i, d]} ({bad.any(1).sum()} such rows in total)")
   out = np.abs(ratings.values) > 1.0 + 1e-6
   if out.any():
     i, d = np.argwhere(out)[0]
     raise RatingsError(
-        f"{src}: row {i + row_offset}: rating {ratings.dims[d]!r} = "
+        f"{src}: {row_word} {i + row_offset}: rating {ratings.dims[d]!r} = "
         f"{ratings.values[i, d]} is outside [-1, 1]; readers must rescale")
   if known_clips is not None:
     unknown = ~np.isin(ratings.clip, known_clips)
     if unknown.any():
       i = int(np.argmax(unknown))
       raise RatingsError(
-          f"{src}: row {i + row_offset}: clip {ratings.clip[i]!r} has no "
+          f"{src}: {row_word} {i + row_offset}: clip {str(ratings.clip[i])!r}"
+          " has no "
           f"embedding ({unknown.sum()} rows, "
           f"{len(np.unique(ratings.clip[unknown]))} clips unknown)")
-  _check_one_speaker_per_clip(ratings, row_offset)
+  _check_one_speaker_per_clip(ratings, row_offset, row_word)
   return _average_duplicates(ratings)
 
 
-def _check_one_speaker_per_clip(ratings: Ratings, row_offset: int):
+def _check_one_speaker_per_clip(ratings: Ratings, row_offset: int,
+                                row_word: str):
   pairs = np.unique(np.stack([ratings.clip, ratings.speaker], 1), axis=0)
   clips, counts = np.unique(pairs[:, 0], return_counts=True)
   if (counts > 1).any():
     clip = clips[counts > 1][0]
     rows = np.flatnonzero(ratings.clip == clip)
     raise RatingsError(
-        f"{ratings.source}: clip {clip!r} has several speakers "
-        f"{sorted(set(ratings.speaker[rows]))} (rows "
+        f"{ratings.source}: clip {str(clip)!r} has several speakers "
+        f"{sorted(set(ratings.speaker[rows].tolist()))} ({row_word}s "
         f"{(rows[:5] + row_offset).tolist()})")
 
 
@@ -172,7 +176,7 @@ class AnnotatorIndex:
       try:
         out[j] = table[str(a)]
       except KeyError:
-        raise RatingsError(f"unknown annotator {a!r} (not among the "
+        raise RatingsError(f"unknown annotator {str(a)!r} (not among the "
                            f"{len(self.ids)} indexed annotators)") from None
     return out
 

@@ -48,9 +48,9 @@ def _make_world(cfg, rng) -> _World:
   return _World(mixing, directions, bias, scale, noise)
 
 
-def _assign(rng, num_clips, num_annotators, raters_per_clip):
+def _assign(rng, num_clips, num_annotators, raters_per_clip, spread):
   """Each clip gets `raters_per_clip` distinct raters, busy ones more often."""
-  activity = rng.lognormal(0.0, 0.5, size=num_annotators)
+  activity = rng.lognormal(0.0, spread, size=num_annotators)
   logits = np.log(activity)
   rows = []
   for start in range(0, num_clips, 1024):  # Gumbel top-k, chunked for memory
@@ -80,7 +80,8 @@ def _corpus(name, cfg, world, rng, *, num_clips, num_speakers, num_annotators,
   bias = world.bias[types] + cfg.annotator_jitter * rng.normal(
       size=(num_annotators, len(DIMS)))
 
-  raters = _assign(rng, num_clips, num_annotators, raters_per_clip)
+  raters = _assign(rng, num_clips, num_annotators, raters_per_clip,
+                   cfg.activity_spread)
   clip_idx = np.repeat(np.arange(num_clips), raters_per_clip)
   ann_idx = raters.reshape(-1)
   percept = np.einsum("nl,ndl->nd", h[clip_idx], dirs[ann_idx])
@@ -137,11 +138,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.annotator_jitter = 0.1
   c.noise_range = (0.1, 0.3)
   c.embedding_noise = 0.3
+  # Log-normal sigma of how much more some annotators rate than others.
+  c.activity_spread = 0.3
   # 0 = continuous ratings; 7 = a 1..7 Likert scale rescaled to [-1, 1].
   c.likert_points = 7
   c.source = ml_collections.ConfigDict(dict(
-      num_clips=12000, num_speakers=120, num_annotators=2000,
-      raters_per_clip=6))
+      num_clips=14000, num_speakers=140, num_annotators=2000,
+      raters_per_clip=10))
   c.target = ml_collections.ConfigDict(dict(
       num_clips=1000, num_speakers=10, num_annotators=40, raters_per_clip=6,
       domain_shift=0.3))

@@ -1,0 +1,187 @@
+"""Enrollment: map each new annotator to the most similar pre-trained head(s).
+
+For N new annotators, each with up to K enrollment clips (padded + masked),
+`score_heads` evaluates ALL A pre-trained heads in one jit-compiled call:
+
+  predictions [N, A, K, D] = z [N, K, D, H] . kernel [A, D, H] + bias [A, D]
+  score [N, A]             = sum_d CCC_d (or Pearson, or -MSE)
+
+Heads are processed in chunks inside the compiled call (lax.map), so memory
+is bounded by N * chunk * K * D rather than N * A * K * D: A = 20,000 heads
+and N = 1,000 annotators fit in a few GiB. An annotator with exactly one
+enrollment clip is scored by the negative absolute error (CCC is undefined on
+one point), per METHOD.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCORES = ("ccc", "pearson", "mse")
+# Budget for one chunk's predictions, in floats (~512 MiB of float32).
+_CHUNK_FLOATS = 2 ** 27
+
+
+class EnrollmentError(ValueError):
+  """Bad enrollment input; names the annotator."""
+
+
+def _masked_stats(p, y, m, n):
+  """p [N, A, K, D], y [N, 1, K, D], m [N, 1, K, 1], n [N, 1, 1]."""
+  mp = (m * p).sum(2) / n
+  my = (m * y).sum(2) / n
+  dp = m * (p - mp[:, :, None])
+  dy = m * (y - my[:, :, None])
+  cov = (dp * dy).sum(2) / n
+  vp = (dp * dp).sum(2) / n
+  vy = (dy * dy).sum(2) / n
+  return mp, my, cov, vp, vy
+
+
+def _score_chunk(z, y, mask, kernel, bias, score):
+  """Scores one chunk of heads -> [N, chunk]."""
+  p = jnp.einsum("nkdh,adh->nakd", z, kernel) + bias[None, :, None, :]
+  m = mask[:, None, :, None]
+  y = y[:, None]
+  cnt = mask.sum(1)  # [N]
+  n = jnp.maximum(cnt, 1.0)[:, None, None]
+  mp, my, cov, vp, vy = _masked_stats(p, y, m, n)
+  if score == "ccc":
+    s = (2 * cov / (vp + vy + (mp - my) ** 2 + 1e-8)).sum(-1)
+  elif score == "pearson":
+    s = (cov / jnp.sqrt(vp * vy + 1e-12)).sum(-1)
+  else:  # mse: higher is better
+    s = -((m * (p - y) ** 2).sum(2) / n).sum(-1)
+  # One clip: CCC/Pearson are undefined; smallest absolute error wins.
+  one = -(m * jnp.abs(p - y)).sum(2).sum(-1)
+  return jnp.where((cnt == 1)[:, None], one, s)
+
+
+@functools.partial(jax.jit, static_argnames=("score", "chunk"))
+def _score_all(z, y, mask, kernel, bias, *, score, chunk):
+  a = kernel.shape[0]
+  pad = (-a) % chunk
+  kernel = jnp.pad(kernel, ((0, pad), (0, 0), (0, 0)))
+  bias = jnp.pad(bias, ((0, pad), (0, 0)))
+  kc = kernel.reshape((-1, chunk) + kernel.shape[1:])
+  bc = bias.reshape((-1, chunk) + bias.shape[1:])
+  out = jax.lax.map(
+      lambda kb: _score_chunk(z, y, mask, kb[0], kb[1], score), (kc, bc))
+  # [n_chunks, N, chunk] -> [N, A]
+  return jnp.moveaxis(out, 0, 1).reshape(z.shape[0], -1)[:, :a]
+
+
+def chunk_size(n: int, k: int, d: int, head_chunk: int) -> int:
+  """Largest chunk <= head_chunk whose predictions fit the memory budget."""
+  return int(max(1, min(head_chunk, _CHUNK_FLOATS // max(1, n * k * d))))
+
+
+def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
+                head_chunk: int = 1024) -> jax.Array:
+  """[N, A] similarity of every head to every new annotator.
+
+  Args:
+    z: [N, K, D, H] trunk features of each annotator's enrollment clips.
+    ratings: [N, K, D] their ratings (padding arbitrary, but finite).
+    mask: [N, K] 1 for a real enrollment clip, 0 for padding.
+    kernel: [A, D, H] head weights; bias: [A, D].
+    score: "ccc" (sum of per-dimension CCC), "pearson" or "mse" (negative).
+    head_chunk: heads per chunk inside the compiled call.
+  """
+  if score not in SCORES:
+    raise ValueError(f"unknown score {score!r}; one of {SCORES}")
+  n, k, d = ratings.shape
+  return _score_all(jnp.asarray(z, jnp.float32),
+                    jnp.asarray(ratings, jnp.float32),
+                    jnp.asarray(mask, jnp.float32),
+                    jnp.asarray(kernel), jnp.asarray(bias), score=score,
+                    chunk=chunk_size(n, k, d, head_chunk))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+  """Selected heads per new annotator.
+
+  heads/weights/scores: [N, k]; margin: [N] best minus second-best score, a
+  confidence signal (small margin = several heads fit about equally well).
+  """
+  heads: np.ndarray
+  weights: np.ndarray
+  scores: np.ndarray
+  margin: np.ndarray
+
+  def head_params(self, kernel, bias) -> tuple[np.ndarray, np.ndarray]:
+    """The new annotators' heads: weighted mean of the selected heads.
+
+    Heads are linear in z, so averaging weights = averaging predictions.
+    """
+    w = self.weights[..., None, None]
+    return ((w * kernel[self.heads]).sum(1),
+            (self.weights[..., None] * bias[self.heads]).sum(1))
+
+
+def select(scores, top_k: int = 1, weighted: bool = False) -> Mapping:
+  """Top-k heads per row of an [N, A] score matrix."""
+  scores = np.asarray(scores)
+  top_k = min(top_k, scores.shape[1])
+  vals, idx = jax.lax.top_k(jnp.asarray(scores), max(top_k, 2)
+                            if scores.shape[1] > 1 else 1)
+  vals, idx = np.asarray(vals), np.asarray(idx)
+  margin = vals[:, 0] - vals[:, 1] if vals.shape[1] > 1 else np.zeros(
+      len(vals))
+  vals, idx = vals[:, :top_k], idx[:, :top_k]
+  if weighted and top_k > 1:
+    w = np.maximum(vals - vals.min(1, keepdims=True), 0) + 1e-6
+  else:
+    w = np.ones_like(vals)
+  return Mapping(heads=idx, weights=w / w.sum(1, keepdims=True), scores=vals,
+                 margin=margin)
+
+
+def pack(clip_lists, ratings_lists, names=None):
+  """Pads per-annotator enrollment sets -> (clip idx [N, K], ratings, mask).
+
+  Raises EnrollmentError naming the annotator on an empty set or a
+  non-finite rating.
+  """
+  names = names if names is not None else list(range(len(clip_lists)))
+  sizes = [len(c) for c in clip_lists]
+  for name, s, r in zip(names, sizes, ratings_lists):
+    if s == 0:
+      raise EnrollmentError(f"annotator {str(name)!r} has no enrollment clips")
+    if not np.isfinite(np.asarray(r)).all():
+      raise EnrollmentError(f"annotator {str(name)!r} has a non-finite "
+                            "enrollment rating")
+  k = max(sizes)
+  d = np.asarray(ratings_lists[0]).reshape(sizes[0], -1).shape[1]
+  clips = np.zeros((len(sizes), k), np.int64)
+  ratings = np.zeros((len(sizes), k, d), np.float32)
+  mask = np.zeros((len(sizes), k), np.float32)
+  for i, (c, r) in enumerate(zip(clip_lists, ratings_lists)):
+    clips[i, :len(c)] = c
+    ratings[i, :len(c)] = np.asarray(r).reshape(len(c), d)
+    mask[i, :len(c)] = 1
+  return clips, ratings, mask
+
+
+def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
+           score="ccc", top_k=1, weighted=False, head_chunk=1024,
+           names=None) -> Mapping:
+  """Maps new annotators to heads from their enrollment clips.
+
+  Args:
+    z_clips: [C, D, H] trunk features of all clips enrollment may refer to.
+    clip_lists: per annotator, indices into z_clips of their enrollment clips.
+    ratings_lists: per annotator, [k_i, D] ratings of those clips.
+    kernel, bias: all pre-trained heads.
+    names: annotator ids for error messages.
+  """
+  clips, ratings, mask = pack(clip_lists, ratings_lists, names)
+  scores = score_heads(z_clips[clips], ratings, mask, kernel, bias, score,
+                       head_chunk)
+  return select(scores, top_k, weighted)

@@ -1,0 +1,36 @@
+"""jobs.run(config, workdir): what `--config.mode` asks for, in order."""
+
+from __future__ import annotations
+
+import os
+
+from absl import logging
+import jax
+
+from annojax import evaluate
+from annojax import train
+from annojax.data import prepare
+
+MODES = ("prepare", "train", "evaluate", "all")
+
+
+def run(config, workdir: str) -> dict:
+  if config.mode not in MODES:
+    raise ValueError(f"unknown config.mode {config.mode!r}; one of {MODES}")
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  prepared = prepare.prepare(config, workdir)
+  out = {"prepared": prepared}
+  if config.mode in ("train", "all"):
+    for kind in config.train.models:
+      result = train.train_and_evaluate(config, workdir, kind, prepared)
+      logging.info("%s: best validation loss %.4f at epoch %d", kind,
+                   result["best_val"], result["best_epoch"])
+      out[kind] = result
+  if config.mode in ("evaluate", "all"):
+    out["results"] = evaluate.run_protocol(config, workdir, prepared)
+    with open(os.path.join(workdir, "eval", "results.md")) as f:
+      print(f.read())
+  return out

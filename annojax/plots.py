@@ -1,0 +1,47 @@
+"""Plots written next to the result tables (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+_CURVES = {"most_similar": "most-similar head", "linear_fit": "linear fit",
+           "finetune": "fine-tuned mapped head"}
+_LINES = {"aggregate": "aggregate", "random_head": "random head",
+          "mean_heads": "mean of heads", "oracle": "oracle head"}
+
+
+def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
+  """CCC_ind vs enrollment size, one panel per dimension, +- std bands."""
+  rows = results["rows"]
+  names = ["all" if k == 0 else str(k) for k in sizes]
+  x = np.arange(len(names))
+  fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.6),
+                           squeeze=False)
+  for ax, d in zip(axes[0], dims):
+    for kind, label in _CURVES.items():
+      keys = [f"{kind}@{n}" for n in names]
+      if not all(k in rows for k in keys):
+        continue
+      m = np.array([rows[k]["ccc_ind"][d]["mean"] for k in keys])
+      s = np.array([rows[k]["ccc_ind"][d]["std"] for k in keys])
+      ax.plot(x, m, marker="o", label=label)
+      ax.fill_between(x, m - s, m + s, alpha=0.15)
+    for i, (row, label) in enumerate(_LINES.items()):
+      if row in rows:
+        ax.axhline(rows[row]["ccc_ind"][d]["mean"], ls="--", lw=1,
+                   color=f"C{i + 3}", label=label)
+    ax.set_xticks(x, names)
+    ax.set_xlabel("enrollment clips")
+    ax.set_ylabel("CCC_ind")
+    ax.set_title(d)
+    ax.grid(alpha=0.3)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.12, 1, 1))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

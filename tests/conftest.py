@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny config and one trained tiny workdir per session."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from configs import tiny  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture
+def tiny_config():
+  return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+  """Prepares and trains both tiny models once: (config, workdir, prepared)."""
+  from annojax import jobs  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.mode = "train"
+  workdir = str(tmp_path_factory.mktemp("trained_tiny"))
+  out = jobs.run(config, workdir)
+  return config, workdir, out["prepared"]

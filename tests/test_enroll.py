@@ -1,0 +1,106 @@
+"""Batched enrollment search: exactness, selection, chunking, errors."""
+
+import numpy as np
+import pytest
+
+from annojax import enroll
+from annojax import metrics
+
+
+def _inputs(seed=0, n=6, k=8, d=2, h=12, a=40):
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(n, k, d, h)).astype(np.float32)
+  y = rng.uniform(-1, 1, (n, k, d)).astype(np.float32)
+  mask = (rng.random((n, k)) < 0.7).astype(np.float32)
+  mask[0] = 0
+  mask[0, 2] = 1  # one-clip annotator
+  mask[1] = 1
+  mask[2, :2] = 1
+  kernel = rng.normal(size=(a, d, h)).astype(np.float32) * 0.3
+  bias = rng.normal(size=(a, d)).astype(np.float32) * 0.1
+  return z, y, mask, kernel, bias
+
+
+def _loop(z, y, mask, kernel, bias, score):
+  """The straightforward reference: one annotator, one head at a time."""
+  out = np.zeros((len(z), len(kernel)))
+  for n in range(len(z)):
+    m = mask[n] > 0
+    for a in range(len(kernel)):
+      p = np.einsum("kdh,dh->kd", z[n][m], kernel[a]) + bias[a]
+      t = y[n][m]
+      if m.sum() == 1:
+        out[n, a] = -np.abs(p - t).sum()
+      elif score == "ccc":
+        out[n, a] = metrics.ccc(p, t).sum()
+      elif score == "pearson":
+        out[n, a] = sum(np.corrcoef(p[:, j], t[:, j])[0, 1]
+                        for j in range(p.shape[1]))
+      else:
+        out[n, a] = -((p - t) ** 2).mean(0).sum()
+  return out
+
+
+@pytest.mark.parametrize("score", ["ccc", "pearson", "mse"])
+def test_batched_equals_per_candidate_loop(score):
+  z, y, mask, kernel, bias = _inputs()
+  got = np.asarray(enroll.score_heads(z, y, mask, kernel, bias, score,
+                                      head_chunk=16))
+  want = _loop(z, y, mask, kernel, bias, score)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+def test_chunk_size_does_not_change_scores():
+  z, y, mask, kernel, bias = _inputs(seed=1, a=37)
+  a = np.asarray(enroll.score_heads(z, y, mask, kernel, bias, head_chunk=5))
+  b = np.asarray(enroll.score_heads(z, y, mask, kernel, bias,
+                                    head_chunk=1024))
+  np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  assert enroll.chunk_size(1000, 30, 2, 20000) * 1000 * 30 * 2 <= 2 ** 27
+
+
+def test_planted_annotator_is_selected():
+  rng = np.random.default_rng(3)
+  d, h, a = 2, 16, 500
+  kernel = rng.normal(size=(a, d, h)).astype(np.float32)
+  bias = rng.normal(size=(a, d)).astype(np.float32) * 0.2
+  z_clips = rng.normal(size=(100, d, h)).astype(np.float32)
+  planted = [17, 333, 499]
+  clip_lists, ratings = [], []
+  for p in planted:
+    c = rng.choice(100, size=10, replace=False)
+    clip_lists.append(c)
+    y = np.einsum("kdh,dh->kd", z_clips[c], kernel[p]) + bias[p]
+    ratings.append(y + 0.05 * rng.normal(size=y.shape))
+  m = enroll.enroll(z_clips, clip_lists, ratings, kernel, bias, top_k=3)
+  np.testing.assert_array_equal(m.heads[:, 0], planted)
+  assert (m.margin > 0).all()
+  np.testing.assert_allclose(m.weights, 1 / 3)
+  k_n, b_n = enroll.select(np.eye(3, a) * 5, top_k=1).head_params(kernel,
+                                                                  bias)
+  np.testing.assert_array_equal(k_n, kernel[:3])
+
+
+def test_select_weighted_topk_and_margin():
+  scores = np.array([[0.1, 0.9, 0.5, 0.7]])
+  m = enroll.select(scores, top_k=3, weighted=True)
+  np.testing.assert_array_equal(m.heads, [[1, 3, 2]])
+  np.testing.assert_allclose(m.margin, [0.2], rtol=1e-6)
+  assert m.weights[0, 0] > m.weights[0, 1] > m.weights[0, 2]
+  np.testing.assert_allclose(m.weights.sum(), 1.0, rtol=1e-6)
+  kernel = np.arange(4 * 1 * 1, dtype=np.float32).reshape(4, 1, 1)
+  k_n, _ = m.head_params(kernel, np.zeros((4, 1), np.float32))
+  np.testing.assert_allclose(k_n[0, 0, 0], (m.weights[0] * [1, 3, 2]).sum(),
+                             rtol=1e-6)
+
+
+def test_bad_enrollment_names_annotator():
+  with pytest.raises(enroll.EnrollmentError,
+                     match="annotator 'T7' has no enrollment clips"):
+    enroll.pack([[1, 2], []], [np.zeros((2, 2)), np.zeros((0, 2))],
+                names=["T1", "T7"])
+  with pytest.raises(enroll.EnrollmentError, match="'T1' has a non-finite"):
+    enroll.pack([[1]], [np.array([[np.nan, 0.0]])], names=["T1"])
+  with pytest.raises(ValueError, match="unknown score"):
+    enroll.score_heads(*_inputs(), score="kendall")

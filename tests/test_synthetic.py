@@ -1,0 +1,71 @@
+"""The embedded synthetic population."""
+
+import numpy as np
+
+from annojax.corpora import synthetic
+
+
+def test_default_population_is_large_and_sparse():
+  cfg = synthetic.default_config()
+  assert cfg.source.num_annotators >= 2000
+  src, tgt = synthetic.make_pair(cfg)
+  n_ann = len(np.unique(src.ratings.annotator))
+  assert n_ann >= 1900  # (nearly) every simulated annotator rated something
+  # Sparse: each clip rated by raters_per_clip of >= 2,000 annotators.
+  _, per_clip = np.unique(src.ratings.clip, return_counts=True)
+  assert (per_clip == cfg.source.raters_per_clip).all()
+  assert set(np.unique(tgt.ratings.annotator)).isdisjoint(
+      src.ratings.annotator)
+
+
+def test_deterministic_and_seeded(tiny_config):
+  cfg = tiny_config.data.synthetic
+  a, _ = synthetic.make_pair(cfg)
+  b, _ = synthetic.make_pair(cfg)
+  np.testing.assert_array_equal(a.embeddings, b.embeddings)
+  np.testing.assert_array_equal(a.ratings.values, b.ratings.values)
+  cfg.seed = 1
+  c, _ = synthetic.make_pair(cfg)
+  assert not np.allclose(a.embeddings, c.embeddings)
+
+
+def test_ratings_on_likert_grid_and_types_kept(tiny_config):
+  cfg = tiny_config.data.synthetic
+  src, tgt = synthetic.make_pair(cfg)
+  v = src.ratings.values
+  assert v.min() >= -1 and v.max() <= 1
+  grid = (v + 1) / 2 * (cfg.likert_points - 1)
+  np.testing.assert_allclose(grid, np.round(grid), atol=1e-5)
+  for corpus in (src, tgt):
+    types = set(corpus.annotator_types.values())
+    assert types <= set(range(cfg.num_types))
+    assert set(corpus.annotator_types) >= set(corpus.ratings.annotator)
+
+
+def test_same_type_annotators_agree_more(tiny_config):
+  """Ground truth is meaningful: same-type raters agree more on shared clips."""
+  cfg = tiny_config.data.synthetic
+  cfg.source.raters_per_clip = 12
+  src, _ = synthetic.make_pair(cfg)
+  r = src.ratings
+  order = np.argsort(r.clip, kind="stable")
+  clips, ann, vals = r.clip[order], r.annotator[order], r.values[order]
+  same, diff = [], []
+  k = cfg.source.raters_per_clip
+  for s in range(0, len(clips), k):
+    t = [src.annotator_types[a] for a in ann[s:s + k]]
+    for i in range(k):
+      for j in range(i + 1, k):
+        d = np.abs(vals[s + i] - vals[s + j]).sum()
+        (same if t[i] == t[j] else diff).append(d)
+  assert np.mean(same) < 0.8 * np.mean(diff)
+
+
+def test_target_has_domain_shift(tiny_config):
+  cfg = tiny_config.data.synthetic
+  src, tgt = synthetic.make_pair(cfg)
+  shift = np.abs(src.embeddings.mean(0) - tgt.embeddings.mean(0)).mean()
+  cfg.target.domain_shift = 0.0
+  _, tgt0 = synthetic.make_pair(cfg)
+  shift0 = np.abs(src.embeddings.mean(0) - tgt0.embeddings.mean(0)).mean()
+  assert shift > 2 * shift0
