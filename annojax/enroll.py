@@ -6,6 +6,9 @@ For N new annotators, each with up to K enrollment clips (padded + masked),
   predictions [N, A, K, D] = z [N, K, D, H] . kernel [A, D, H] + bias [A, D]
   score [N, A]             = sum_d CCC_d (or Pearson, or -MSE)
 
+computed from per-annotator sufficient statistics (see _score_chunk), so the
+only [N, A, K, D]-sized work is one matmul and a sum of squares.
+
 Heads are processed in chunks inside the compiled call (lax.map), so memory
 is bounded by N * chunk * K * D rather than N * A * K * D: A = 20,000 heads
 and N = 1,000 annotators fit in a few GiB. An annotator with exactly one
@@ -31,34 +34,48 @@ class EnrollmentError(ValueError):
   """Bad enrollment input; names the annotator."""
 
 
-def _masked_stats(p, y, m, n):
-  """p [N, A, K, D], y [N, 1, K, D], m [N, 1, K, 1], n [N, 1, 1]."""
-  mp = (m * p).sum(2) / n
-  my = (m * y).sum(2) / n
-  dp = m * (p - mp[:, :, None])
-  dy = m * (y - my[:, :, None])
-  cov = (dp * dy).sum(2) / n
-  vp = (dp * dp).sum(2) / n
-  vy = (dy * dy).sum(2) / n
-  return mp, my, cov, vp, vy
+def _annotator_stats(z, y, mask):
+  """Per new annotator, what every head's score needs (no head involved).
+
+  z [N, K, D, H], y [N, K, D], mask [N, K] ->
+    dz  [N, K, D, H]  masked, centred features (padding rows are 0)
+    zbar [N, D, H], zy [N, D, H] (= mean_k dz * dy), my, vy [N, D], n [N, 1].
+  """
+  cnt = mask.sum(1)
+  n = jnp.maximum(cnt, 1.0)[:, None]
+  m = mask[:, :, None]
+  zbar = (m[..., None] * z).sum(1) / n[..., None]
+  my = (m * y).sum(1) / n
+  dz = m[..., None] * (z - zbar[:, None])
+  dy = m * (y - my[:, None])
+  zy = jnp.einsum("nkdh,nkd->ndh", dz, dy) / n[..., None]
+  vy = (dy * dy).sum(1) / n
+  return dz, zbar, zy, my, vy, n, cnt
 
 
-def _score_chunk(z, y, mask, kernel, bias, score):
-  """Scores one chunk of heads -> [N, chunk]."""
-  p = jnp.einsum("nkdh,adh->nakd", z, kernel) + bias[None, :, None, :]
-  m = mask[:, None, :, None]
-  y = y[:, None]
-  cnt = mask.sum(1)  # [N]
-  n = jnp.maximum(cnt, 1.0)[:, None, None]
-  mp, my, cov, vp, vy = _masked_stats(p, y, m, n)
+def _score_chunk(stats, kernel, bias, score):
+  """Scores one chunk of heads -> [N, chunk].
+
+  A head's predictions are linear in z, so its mean and its covariance with
+  the ratings come from [N, D, H] statistics by one small matmul each; only
+  the prediction variance needs the per-clip products q = dz . w, one
+  [N, chunk, K, D] matmul whose squares are summed over clips.
+  """
+  dz, zbar, zy, my, vy, n, cnt = stats
+  mp = jnp.einsum("ndh,adh->nad", zbar, kernel) + bias[None]
+  cov = jnp.einsum("ndh,adh->nad", zy, kernel)
+  q = jnp.einsum("nkdh,adh->nakd", dz, kernel)
+  vp = (q * q).sum(2) / n[..., None]
+  my, vy = my[:, None], vy[:, None]
   if score == "ccc":
     s = (2 * cov / (vp + vy + (mp - my) ** 2 + 1e-8)).sum(-1)
   elif score == "pearson":
     s = (cov / jnp.sqrt(vp * vy + 1e-12)).sum(-1)
-  else:  # mse: higher is better
-    s = -((m * (p - y) ** 2).sum(2) / n).sum(-1)
-  # One clip: CCC/Pearson are undefined; smallest absolute error wins.
-  one = -(m * jnp.abs(p - y)).sum(2).sum(-1)
+  else:  # mse = var_p + var_y - 2 cov + (mean_p - mean_y)^2; higher is better
+    s = -(vp + vy - 2 * cov + (mp - my) ** 2).sum(-1)
+  # One clip: CCC/Pearson are undefined; smallest absolute error wins (with
+  # one clip, the mean is the value).
+  one = -jnp.abs(mp - my).sum(-1)
   return jnp.where((cnt == 1)[:, None], one, s)
 
 
@@ -70,15 +87,19 @@ def _score_all(z, y, mask, kernel, bias, *, score, chunk):
   bias = jnp.pad(bias, ((0, pad), (0, 0)))
   kc = kernel.reshape((-1, chunk) + kernel.shape[1:])
   bc = bias.reshape((-1, chunk) + bias.shape[1:])
-  out = jax.lax.map(
-      lambda kb: _score_chunk(z, y, mask, kb[0], kb[1], score), (kc, bc))
+  stats = _annotator_stats(z, y, mask)
+  out = jax.lax.map(lambda kb: _score_chunk(stats, kb[0], kb[1], score),
+                    (kc, bc))
   # [n_chunks, N, chunk] -> [N, A]
   return jnp.moveaxis(out, 0, 1).reshape(z.shape[0], -1)[:, :a]
 
 
-def chunk_size(n: int, k: int, d: int, head_chunk: int) -> int:
-  """Largest chunk <= head_chunk whose predictions fit the memory budget."""
-  return int(max(1, min(head_chunk, _CHUNK_FLOATS // max(1, n * k * d))))
+def chunk_size(n: int, k: int, d: int, a: int, head_chunk: int) -> int:
+  """Heads per chunk: <= head_chunk, within the memory budget, and spread
+  evenly over the chunks so little padding is computed."""
+  cap = int(max(1, min(head_chunk, _CHUNK_FLOATS // max(1, n * k * d), a)))
+  n_chunks = -(-a // cap)
+  return -(-a // n_chunks)
 
 
 def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
@@ -100,7 +121,7 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
                     jnp.asarray(ratings, jnp.float32),
                     jnp.asarray(mask, jnp.float32),
                     jnp.asarray(kernel), jnp.asarray(bias), score=score,
-                    chunk=chunk_size(n, k, d, head_chunk))
+                    chunk=chunk_size(n, k, d, len(kernel), head_chunk))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,11 @@ def test_chunk_size_does_not_change_scores():
   b = np.asarray(enroll.score_heads(z, y, mask, kernel, bias,
                                     head_chunk=1024))
   np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-  assert enroll.chunk_size(1000, 30, 2, 20000) * 1000 * 30 * 2 <= 2 ** 27
+  assert enroll.chunk_size(1000, 30, 2, 20000, 1024) * 1000 * 30 * 2 <= 2 ** 27
+  # Few heads: one chunk of exactly A (no padded heads computed).
+  assert enroll.chunk_size(10, 30, 2, 500, 1024) == 500
+  # Chunks spread evenly: 1100 heads -> 2 chunks of 550, not 1024 + 76.
+  assert enroll.chunk_size(10, 30, 2, 1100, 1024) == 550
 
 
 def test_planted_annotator_is_selected():
