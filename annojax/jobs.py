@@ -8,10 +8,14 @@ from absl import logging
 import jax
 
 from annojax import evaluate
+from annojax import export
+from annojax import predict
 from annojax import train
 from annojax.data import prepare
 
-MODES = ("prepare", "train", "evaluate", "all")
+# all = prepare -> train -> evaluate -> export. enroll and predict need only
+# an exported bundle (config.predict.bundle), not the training data.
+MODES = ("prepare", "train", "evaluate", "export", "all", "enroll", "predict")
 
 
 def run(config, workdir: str) -> dict:
@@ -21,6 +25,10 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+  if config.mode == "enroll":
+    return {"mapping": predict.run_enroll(config, workdir)}
+  if config.mode == "predict":
+    return {"predictions": predict.run_predict(config, workdir)}
   prepared = prepare.prepare(config, workdir)
   out = {"prepared": prepared}
   if config.mode in ("train", "all"):
@@ -33,4 +41,7 @@ def run(config, workdir: str) -> dict:
     out["results"] = evaluate.run_protocol(config, workdir, prepared)
     with open(os.path.join(workdir, "eval", "results.md")) as f:
       print(f.read())
+  if config.mode in ("export", "all"):  # every process: Orbax syncs them
+    out["export"] = export.export(config, workdir, prepared)
+    logging.info("exported the individual model to %s", out["export"])
   return out

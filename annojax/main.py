@@ -1,7 +1,8 @@
 """annojax entry point: one absl app for every job.
 
 python -m annojax.main --config=configs/demo.py --workdir=/tmp/annojax_demo
-  [--config.mode=prepare|train|evaluate|all] [--config.a.b=value ...]
+  [--mode=prepare|train|evaluate|export|all|enroll|predict]
+  [--config.a.b=value ...]
 
 Kept tiny on purpose: all logic lives in importable libraries (jobs.py), so
 tests and notebooks call the same functions.
@@ -20,6 +21,8 @@ flags.DEFINE_string("workdir", None,
                     "Directory for data, checkpoints and results.")
 config_flags.DEFINE_config_file("config", None, "Config file.",
                                 lock_config=True)
+flags.DEFINE_enum("mode", None, list(jobs.MODES),
+                  "Shorthand for --config.mode.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,8 +33,11 @@ def main(argv):
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno > logging.converter.STANDARD_INFO or not any(
           lib in r.pathname for lib in ("orbax", "tensorflow_datasets")))
-  distributed.initialize(FLAGS.config.distributed)
-  jobs.run(FLAGS.config, FLAGS.workdir)
+  config = FLAGS.config
+  if FLAGS.mode:
+    config.mode = FLAGS.mode
+  distributed.initialize(config.distributed)
+  jobs.run(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from annojax.corpora import synthetic
 
 def get_config():
   config = ml_collections.ConfigDict()
-  # all = prepare -> train individual + aggregate -> evaluate. Or one of
-  # prepare, train, evaluate.
+  # all = prepare -> train individual + aggregate -> evaluate -> export. Or
+  # one of prepare, train, evaluate, export; or enroll / predict, which need
+  # only an exported bundle (see config.predict).
   config.mode = "all"
 
   config.data = ml_collections.ConfigDict()
@@ -85,4 +86,19 @@ def get_config():
   config.eval.linear_ridge = 1.0
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
+
+  # --mode=enroll / predict, from an exported bundle alone.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.bundle = ""  # empty = <workdir>/export
+  # Clip embeddings (.npz with clip_ids + embeddings, or .npy dict).
+  config.predict.embeddings = ""
+  # enroll: long CSV clip, annotator[, speaker], one column per dimension.
+  config.predict.ratings = ""
+  # Scale of the enrollment ratings (and of the *_scaled predictions).
+  config.predict.scale = (1.0, 7.0)
+  config.predict.score = "ccc"
+  config.predict.top_k = 1
+  config.predict.weighted = False
+  # predict: the mapping written by enroll; empty = <workdir>/enroll/...
+  config.predict.mapping = ""
   return config

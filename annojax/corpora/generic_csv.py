@@ -20,12 +20,21 @@ from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import ratings as ratings_lib
 
 
-def read_ratings(path: str, dims, scale=(-1.0, 1.0)) -> ratings_lib.Ratings:
-  """Reads a ratings CSV into a (not yet validated) Ratings table."""
-  required = ["clip", "annotator", "speaker", *dims]
+def read_ratings(path: str, dims, scale=(-1.0, 1.0),
+                 speaker_optional: bool = False) -> ratings_lib.Ratings:
+  """Reads a ratings CSV into a (not yet validated) Ratings table.
+
+  speaker_optional: a file without a speaker column gets speaker "" (fine
+  for enrollment, which needs no speaker folds).
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"ratings file {path} does not exist")
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
     header = reader.fieldnames or []
+    no_speaker = speaker_optional and "speaker" not in header
+    required = ["clip", "annotator", *([] if no_speaker else ["speaker"]),
+                *dims]
     missing = [c for c in required if c not in header]
     if missing:
       raise ratings_lib.RatingsError(
@@ -46,8 +55,9 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0)) -> ratings_lib.Ratings:
       except ValueError:
         raise ratings_lib.RatingsError(
             f"{path}: line {i + 2}: {d}={v!r} is not a number") from None
+  speakers = [""] * len(cols["clip"]) if no_speaker else cols["speaker"]
   return ratings_lib.make_ratings(
-      cols["clip"], cols["annotator"], cols["speaker"],
+      cols["clip"], cols["annotator"], speakers,
       ratings_lib.rescale(values, *scale), dims, source=path)
 
 

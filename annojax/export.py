@@ -1,0 +1,114 @@
+"""The exported model: a self-contained Orbax bundle for enrollment/prediction.
+
+  <workdir>/export/
+    params/   Orbax (StandardSave) of the individual model's best params
+    info/     JSON: format version, dims, annotator ids (+ latent types for the
+              synthetic corpus), embedding size, model config, where the
+              features came from, and the training run it was exported from
+
+`load(path)` rebuilds the network from `info` alone and restores the params:
+no workdir, dataset or config file is needed, so a bundle can be copied to
+another machine and used with `--mode=enroll` / `--mode=predict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from annojax import models
+from annojax import train
+from annojax.data import pipeline
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Bundle:
+  info: dict
+  graphdef: nnx.GraphDef
+  params: dict
+
+  @property
+  def dims(self) -> tuple[str, ...]:
+    return tuple(self.info["dims"])
+
+  @property
+  def annotator_ids(self) -> np.ndarray:
+    return np.asarray(self.info["annotator_ids"], dtype=str)
+
+  def features(self, embeddings: np.ndarray) -> np.ndarray:
+    """Trunk features z [C, D, H] of clip embeddings [C, F]."""
+    f = self.info["embedding_dim"]
+    if embeddings.ndim != 2 or embeddings.shape[1] != f:
+      raise ValueError(f"embeddings have shape {embeddings.shape}; this "
+                       f"model was trained on {f}-d embeddings "
+                       f"({self.info['features']})")
+    return train.trunk_features(self.graphdef, self.params,
+                                np.asarray(embeddings, np.float32))
+
+  def heads(self) -> tuple[np.ndarray, np.ndarray]:
+    return train.head_arrays(self.params)
+
+
+def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
+  return {
+      "format_version": FORMAT_VERSION,
+      "dims": list(meta.dims),
+      "annotator_ids": list(meta.annotator_ids),
+      "annotator_types": (None if meta.annotator_types is None
+                          else np.asarray(meta.annotator_types).tolist()),
+      "embedding_dim": meta.embedding_dim,
+      "model": {"hidden": config.model.hidden,
+                "dropout": config.model.dropout},
+      "features": {"corpus": config.data.corpus,
+                   "embedding_dim": meta.embedding_dim},
+      "ratings_scale": "[-1, 1] (min-max rescaled from the corpus scale)",
+      "trained_in": os.path.abspath(workdir),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+
+
+def export(config, workdir: str, prepared, path: str | None = None) -> str:
+  """Writes the bundle of the trained individual model; returns its path."""
+  path = os.path.abspath(path or os.path.join(workdir, "export"))
+  meta = pipeline.read_meta(prepared.source)
+  _, params = train.load_best(config, workdir, "individual", prepared)
+  ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+  ckptr.save(path, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      info=ocp.args.JsonSave(_info(config, meta, workdir))), force=True)
+  ckptr.close()
+  return path
+
+
+def load(path: str) -> Bundle:
+  """Restores a bundle written by `export` (nothing else needed)."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no exported model at {path} (run "
+                            "--config.mode=export or all first)")
+  ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+  info = ckptr.restore(path, args=ocp.args.Composite(
+      info=ocp.args.JsonRestore())).info
+  if info.get("format_version") != FORMAT_VERSION:
+    raise ValueError(f"{path}: bundle format {info.get('format_version')} "
+                     f"!= {FORMAT_VERSION} this annojax reads")
+  model = models.Model(info["embedding_dim"], len(info["dims"]),
+                       len(info["annotator_ids"]),
+                       hidden=info["model"]["hidden"],
+                       dropout=info["model"]["dropout"],
+                       rngs=nnx.Rngs(params=0))
+  graphdef, state = nnx.split(model)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                          nnx.to_pure_dict(state))
+  params = ckptr.restore(path, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(abstract))).params
+  ckptr.close()
+  return Bundle(info=info, graphdef=graphdef, params=jax.device_get(params))

@@ -1,0 +1,140 @@
+"""`--mode=enroll` and `--mode=predict`: work from an exported bundle alone.
+
+enroll: new annotators' enrollment ratings (long CSV: clip, annotator, one
+  column per dimension of the bundle, speaker optional) + embeddings of those
+  clips -> <workdir>/enroll/mapping.json and mapping.csv: per annotator the
+  selected head(s), weights, scores, the score margin and clip count.
+predict: a mapping + embeddings of new clips -> <workdir>/predict/
+  predictions.csv: one row per (clip, annotator) with each dimension in
+  [-1, 1] and, as `<dim>_scaled`, on config.predict.scale (the scale the
+  enrollment ratings were given on).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from absl import logging
+import numpy as np
+
+from annojax import enroll as enroll_lib
+from annojax import export
+from annojax.corpora import generic_csv
+from annojax.corpora import ratings as ratings_lib
+
+
+def _bundle_path(config, workdir):
+  return config.predict.bundle or os.path.join(workdir, "export")
+
+
+def _embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
+  if not path:
+    raise ValueError("set --config.predict.embeddings to a .npz/.npy file of "
+                     "clip embeddings")
+  return generic_csv.read_embeddings(path)
+
+
+def run_enroll(config, workdir: str) -> dict:
+  """Maps every annotator of config.predict.ratings to pre-trained heads."""
+  p = config.predict
+  bundle = export.load(_bundle_path(config, workdir))
+  if not p.ratings:
+    raise ValueError("set --config.predict.ratings to the enrollment ratings "
+                     "CSV (clip, annotator, " + ", ".join(bundle.dims) + ")")
+  table = generic_csv.read_ratings(p.ratings, bundle.dims, tuple(p.scale),
+                                   speaker_optional=True)
+  ids, emb = _embeddings(p.embeddings)
+  table = ratings_lib.validate(table, known_clips=ids, row_offset=2,
+                               row_word="line")
+  row_of = {c: i for i, c in enumerate(ids)}
+  names = np.unique(table.annotator)
+  clip_lists, rating_lists = [], []
+  for name in names:
+    rows = table.annotator == name
+    clip_lists.append([row_of[c] for c in table.clip[rows]])
+    rating_lists.append(table.values[rows])
+  used = np.unique(np.concatenate(clip_lists))
+  z = np.zeros((len(ids),) + (len(bundle.dims), bundle.info["model"][
+      "hidden"]), np.float32)
+  z[used] = bundle.features(emb[used])
+  kernel, bias = bundle.heads()
+  mapping = enroll_lib.enroll(z, clip_lists, rating_lists, kernel, bias,
+                              score=p.score, top_k=p.top_k,
+                              weighted=p.weighted, names=list(names))
+  heads = bundle.annotator_ids
+  out = {
+      "bundle": os.path.abspath(_bundle_path(config, workdir)),
+      "score": p.score,
+      "annotators": {
+          str(name): {
+              "heads": heads[mapping.heads[i]].tolist(),
+              "head_index": mapping.heads[i].tolist(),
+              "weights": mapping.weights[i].tolist(),
+              "scores": mapping.scores[i].tolist(),
+              "margin": float(mapping.margin[i]),
+              "num_clips": len(clip_lists[i])}
+          for i, name in enumerate(names)}}
+  out_dir = os.path.join(workdir, "enroll")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "mapping.json"), "w") as f:
+    json.dump(out, f, indent=1)
+  with open(os.path.join(out_dir, "mapping.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["annotator", "num_clips", "head", "weight", "score",
+                "margin"])
+    for name, m in out["annotators"].items():
+      for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
+        w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
+                    f"{m['margin']:.6g}"])
+  small = [n for n, m in out["annotators"].items() if m["margin"] < 0.01]
+  logging.info("enrolled %d annotators on %d clips -> %s; %d with a score "
+               "margin < 0.01 (several heads fit about equally well)",
+               len(names), len(used), out_dir, len(small))
+  return out
+
+
+def run_predict(config, workdir: str) -> str:
+  """Writes every mapped annotator's predictions for every clip."""
+  p = config.predict
+  mapping_path = p.mapping or os.path.join(workdir, "enroll", "mapping.json")
+  if not os.path.exists(mapping_path):
+    raise FileNotFoundError(f"no enrollment mapping at {mapping_path}; run "
+                            "--mode=enroll first or set "
+                            "--config.predict.mapping")
+  with open(mapping_path) as f:
+    mapping = json.load(f)
+  bundle = export.load(p.bundle or mapping["bundle"])
+  n_heads = len(bundle.annotator_ids)
+  ids, emb = _embeddings(p.embeddings)
+  z = bundle.features(emb)
+  kernel, bias = bundle.heads()
+  names = list(mapping["annotators"])
+  lo, hi = p.scale
+  out_dir = os.path.join(workdir, "predict")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "predictions.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["clip", "annotator", *bundle.dims,
+                *[f"{d}_scaled" for d in bundle.dims]])
+    for name in names:
+      m = mapping["annotators"][name]
+      idx = np.asarray(m["head_index"])
+      if (idx >= n_heads).any() or list(bundle.annotator_ids[idx]) != m[
+          "heads"]:
+        raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
+                         f"{m['heads']} that this bundle does not have in "
+                         "that order; enroll again with this bundle")
+      wts = np.asarray(m["weights"], np.float32)
+      k = (wts[:, None, None] * kernel[idx]).sum(0)
+      b = (wts[:, None] * bias[idx]).sum(0)
+      pred = np.einsum("cdh,dh->cd", z, k) + b
+      scaled = lo + (pred + 1) * (hi - lo) / 2
+      for c, row, srow in zip(ids, pred, scaled):
+        w.writerow([c, name, *[f"{v:.6g}" for v in row],
+                    *[f"{v:.6g}" for v in srow]])
+  logging.info("wrote predictions of %d annotators on %d clips to %s",
+               len(names), len(ids), path)
+  return path

@@ -1,0 +1,149 @@
+"""Export bundle, and --mode=enroll / --mode=predict from the bundle alone."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from annojax import export
+from annojax import jobs
+from annojax import train
+from annojax.corpora import ratings as ratings_lib
+from annojax.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(trained_tiny, tmp_path_factory):
+  config, workdir, prepared = trained_tiny
+  path = export.export(config, workdir, prepared)
+  # Copy it away from the workdir: enroll/predict must need nothing else.
+  moved = str(tmp_path_factory.mktemp("moved") / "bundle")
+  shutil.copytree(path, moved)
+  return moved
+
+
+def test_bundle_restores_the_best_params(trained_tiny, bundle_dir):
+  config, workdir, prepared = trained_tiny
+  _, best = train.load_best(config, workdir, "individual", prepared)
+  b = export.load(bundle_dir)
+  want, got = jax_leaves(best), jax_leaves(b.params)
+  assert len(want) == len(got) == 8
+  for x, y in zip(want, got):
+    np.testing.assert_array_equal(x, y)
+  meta = pipeline.read_meta(prepared.source)
+  assert tuple(b.info["annotator_ids"]) == meta.annotator_ids
+  assert b.dims == meta.dims
+  assert b.info["embedding_dim"] == meta.embedding_dim
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _write_inputs(tmp_path, bundle, planted_head, n_clips=40, seed=0):
+  """Embeddings of new clips, and one new annotator who rates exactly like
+  head `planted_head` (on a 1-7 scale) plus one who rates at random."""
+  rng = np.random.default_rng(seed)
+  emb = rng.standard_normal((n_clips, bundle.info["embedding_dim"])
+                            ).astype(np.float32)
+  ids = np.array([f"new_clip_{i:03d}" for i in range(n_clips)])
+  np.savez(tmp_path / "emb.npz", clip_ids=ids, embeddings=emb)
+  kernel, bias = bundle.heads()
+  pred = np.einsum("cdh,dh->cd", bundle.features(emb), kernel[planted_head]
+                   ) + bias[planted_head]
+  pred = np.clip(pred, -1, 1)
+  with open(tmp_path / "enroll.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["clip", "annotator", *bundle.dims])
+    for c, p in zip(ids[:25], pred[:25]):
+      w.writerow([c, "planted", *(1 + (p + 1) * 3)])  # [-1, 1] -> [1, 7]
+    for c in ids[:10]:
+      w.writerow([c, "random", *rng.integers(1, 8, len(bundle.dims))])
+  return ids, emb
+
+
+def _predict_config(tiny_config, bundle_dir, tmp_path, mode):
+  c = tiny_config
+  c.mode = mode
+  c.predict.bundle = bundle_dir
+  c.predict.embeddings = str(tmp_path / "emb.npz")
+  c.predict.ratings = str(tmp_path / "enroll.csv")
+  c.predict.scale = (1.0, 7.0)
+  return c
+
+
+def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
+                                               tmp_path):
+  b = export.load(bundle_dir)
+  planted = 7
+  ids, emb = _write_inputs(tmp_path, b, planted)
+  workdir = str(tmp_path / "work")
+  out = jobs.run(_predict_config(tiny_config, bundle_dir, tmp_path,
+                                 "enroll"), workdir)["mapping"]
+  m = out["annotators"]["planted"]
+  assert m["heads"] == [b.annotator_ids[planted]]
+  assert m["num_clips"] == 25 and out["annotators"]["random"][
+      "num_clips"] == 10
+  assert m["margin"] > 0
+  with open(os.path.join(workdir, "enroll", "mapping.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert {r["annotator"] for r in rows} == {"planted", "random"}
+
+  # predict via the command line, as a user would.
+  r = subprocess.run(
+      [sys.executable, "-m", "annojax.main", "--config=configs/tiny.py",
+       f"--workdir={workdir}", "--mode=predict",
+       f"--config.predict.embeddings={tmp_path / 'emb.npz'}"],
+      cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(workdir, "predict", "predictions.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 * len(ids)
+  got = np.array([[float(r[d]) for d in b.dims] for r in rows
+                  if r["annotator"] == "planted"])
+  kernel, bias = b.heads()
+  want = np.einsum("cdh,dh->cd", b.features(emb), kernel[planted]
+                   ) + bias[planted]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  scaled = np.array([[float(r[f"{d}_scaled"]) for d in b.dims] for r in rows
+                     if r["annotator"] == "planted"])
+  np.testing.assert_allclose(scaled, 1 + (want + 1) * 3, rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_enroll_errors_name_the_problem(tiny_config, bundle_dir, tmp_path):
+  b = export.load(bundle_dir)
+  _write_inputs(tmp_path, b, 0)
+  with open(tmp_path / "enroll.csv", "a") as f:
+    f.write("no_such_clip,planted," + ",".join(["4"] * len(b.dims)) + "\n")
+  with pytest.raises(ratings_lib.RatingsError, match="no_such_clip"):
+    jobs.run(_predict_config(tiny_config, bundle_dir, tmp_path, "enroll"),
+             str(tmp_path / "w"))
+  c = _predict_config(tiny_config, str(tmp_path / "nope"), tmp_path,
+                      "enroll")
+  with pytest.raises(FileNotFoundError, match="no exported model"):
+    jobs.run(c, str(tmp_path / "w2"))
+  with pytest.raises(ValueError, match="trained on"):
+    b.features(np.zeros((3, b.info["embedding_dim"] + 1), np.float32))
+
+
+def test_mapping_json_is_readable(tiny_config, bundle_dir, tmp_path):
+  b = export.load(bundle_dir)
+  _write_inputs(tmp_path, b, 3)
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "enroll")
+  c.predict.top_k = 3
+  c.predict.weighted = True
+  jobs.run(c, str(tmp_path / "w"))
+  with open(tmp_path / "w" / "enroll" / "mapping.json") as f:
+    m = json.load(f)["annotators"]["planted"]
+  assert len(m["heads"]) == 3 and m["heads"][0] == b.annotator_ids[3]
+  assert abs(sum(m["weights"]) - 1) < 1e-5
+  assert m["scores"] == sorted(m["scores"], reverse=True)
