@@ -234,6 +234,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
             "chance": float(np.mean([v[1] for v in vals]))}
         for k, vals in type_match.items()}
   out_dir = os.path.join(workdir, "eval")
+  if jax.process_index() != 0:  # every process computed the same results
+    return results
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)

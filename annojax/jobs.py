@@ -39,8 +39,9 @@ def run(config, workdir: str) -> dict:
       out[kind] = result
   if config.mode in ("evaluate", "all"):
     out["results"] = evaluate.run_protocol(config, workdir, prepared)
-    with open(os.path.join(workdir, "eval", "results.md")) as f:
-      print(f.read())
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "eval", "results.md")) as f:
+        print(f.read())
   if config.mode in ("export", "all"):  # every process: Orbax syncs them
     out["export"] = export.export(config, workdir, prepared)
     logging.info("exported the individual model to %s", out["export"])

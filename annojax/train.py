@@ -19,7 +19,6 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
@@ -228,8 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"{int(state['step'])} (loss {train_loss}, grad norm "
           f"{float(m['grad_norm'])}); lower config.optim.learning_rate")
 
-    params_host = multihost_utils.process_allgather(state["params"]) if (
-        jax.process_count() > 1) else jax.device_get(state["params"])
+    # Params are replicated: every process holds a full local copy.
+    params_host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
+                               state["params"])
     val = validate(graphdef, params_host, val_table, kind, config.train.loss,
                    config.eval.min_test)
     improved = val["val_loss"] < host["best_val"] - 1e-6

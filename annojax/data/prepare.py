@@ -13,6 +13,8 @@ import hashlib
 import os
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -64,7 +66,21 @@ def data_dir(config, workdir: str) -> str:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
-  """Builds (or reuses) the TFDS datasets of the configured corpora."""
+  """Builds (or reuses) the TFDS datasets of the configured corpora.
+
+  Multi-process: process 0 builds while the others wait at a barrier, then
+  they reuse what it wrote (the data dir must be on a shared filesystem).
+  """
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      out = _prepare(config, workdir)
+    multihost_utils.sync_global_devices("annojax_prepare")
+    if jax.process_index() == 0:
+      return out
+  return _prepare(config, workdir)
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
   cfg = config.data
   out_dir = data_dir(config, workdir)
   tfds.disable_progress_bar()
