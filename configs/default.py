@@ -16,14 +16,19 @@ def get_config():
   config.mode = "all"
 
   config.data = ml_collections.ConfigDict()
-  # "synthetic" (embedded default) or "csv" (generic long CSV + .npz).
+  # "synthetic" (embedded default) or "files": a reader of
+  # annojax/corpora/readers.py (generic, msp_podcast, iemocap, msp_improv,
+  # muse, crema_d) over `path` + an embedding file (.npz: clip_ids,
+  # embeddings; see --mode=features). dims/scale are for the generic reader.
   config.data.corpus = "synthetic"
   config.data.synthetic = synthetic.default_config()
-  config.data.csv = ml_collections.ConfigDict(dict(
-      source=dict(name="source", ratings="", embeddings="",
-                  dims=("activation", "valence"), scale=(1.0, 7.0)),
-      target=dict(name="target", ratings="", embeddings="",
-                  dims=("activation", "valence"), scale=(1.0, 5.0))))
+  config.data.files = ml_collections.ConfigDict(dict(
+      source=dict(name="source", reader="generic", path="", embeddings="",
+                  dims=("activation", "valence"), scale=(1.0, 7.0),
+                  options={}),
+      target=dict(name="target", reader="generic", path="", embeddings="",
+                  dims=("activation", "valence"), scale=(1.0, 5.0),
+                  options={})))
   # Where TFDS datasets go; empty = <workdir>/data.
   config.data.data_dir = ""
   # Pre-training keeps annotators with at least this many ratings.

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from annojax.corpora import corpus as corpus_lib
-from annojax.corpora import generic_csv
+from annojax.corpora import readers
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import synthetic
 from annojax.data import builder as builder_lib
@@ -37,13 +37,11 @@ def load_corpora(cfg: ml_collections.ConfigDict
   """Reads (source, target) corpora as the data config says."""
   if cfg.corpus == "synthetic":
     return synthetic.make_pair(cfg.synthetic)
-  if cfg.corpus == "csv":
-    return tuple(
-        generic_csv.load(c.name, c.ratings, c.embeddings, tuple(c.dims),
-                         tuple(c.scale))
-        for c in (cfg.csv.source, cfg.csv.target))
+  if cfg.corpus == "files":
+    return tuple(readers.load(c) for c in (cfg.files.source,
+                                           cfg.files.target))
   raise ValueError(f"unknown config.data.corpus {cfg.corpus!r}; "
-                   "one of 'synthetic', 'csv'")
+                   "one of 'synthetic', 'files'")
 
 
 def speaker_splits(speakers: np.ndarray, fractions: dict[str, float],

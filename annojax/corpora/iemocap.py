@@ -1,0 +1,89 @@
+"""IEMOCAP EmoEvaluation files -> Ratings (valence, activation, dominance).
+
+As distributed: <root>/Session{1..5}/dialog/EmoEvaluation/*.txt. A turn
+block starts with
+
+  [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
+
+followed by categorical lines (C-E2: ...) and one dimensional line per
+evaluator,
+
+  A-E3:<TAB>val 3; act 2; dom  2;<TAB>()
+
+on 1-5 scales. Annotator id = the evaluator code after "A-" (E1.., and the
+actors' self-assessments F1/M1...), prefixed with the session when
+per_session_ids (evaluator codes are not documented as global). Speaker =
+session + the turn's speaker gender (Ses01_F), so folds are speaker
+independent. Clip = turn name (the wav stem). Evaluator lines with a missing
+value are dropped and counted; a malformed line is an error naming file and
+line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from annojax.corpora import ratings as ratings_lib
+from annojax.corpora import rows as rows_lib
+
+DIMS = ("activation", "valence", "dominance")
+SCALE = (1.0, 5.0)
+_TURN = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+\S+\s+\[.*\]\s*$")
+_ATTR = re.compile(r"^A-([A-Za-z0-9]+):\s*(.*)$")
+_VALUE = re.compile(r"(val|act|dom)\s*([^;]*);")
+
+
+def files(root: str) -> list[str]:
+  out = sorted(glob.glob(os.path.join(root, "Session*", "dialog",
+                                      "EmoEvaluation", "*.txt")))
+  if not out:
+    raise FileNotFoundError(
+        f"{root}: no Session*/dialog/EmoEvaluation/*.txt (IEMOCAP root?)")
+  return out
+
+
+def speaker_of(turn: str) -> str:
+  # Ses01F_impro01_F000 -> Ses01_F ; Ses03M_script01_1_M012 -> Ses03_M
+  return f"{turn[:5]}_{turn.rsplit('_', 1)[-1][0]}"
+
+
+def read(root: str, per_session_ids: bool = False) -> ratings_lib.Ratings:
+  rows = rows_lib.Rows(root, DIMS, SCALE)
+  for path in files(root):
+    turn = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for line_no, line in enumerate(f, start=1):
+        line = line.rstrip("\n")
+        where = f"{path}:{line_no}"
+        if line.startswith("["):
+          m = _TURN.match(line)
+          if not m:
+            raise ratings_lib.RatingsError(f"{where}: malformed turn line "
+                                           f"{line!r}")
+          turn = m.group(1)
+          continue
+        m = _ATTR.match(line)
+        if not m:
+          continue
+        if turn is None:
+          raise ratings_lib.RatingsError(f"{where}: evaluator line before "
+                                         "any turn line")
+        found = dict(_VALUE.findall(m.group(2)))
+        if set(found) != {"val", "act", "dom"}:
+          raise ratings_lib.RatingsError(
+              f"{where}: expected 'val x; act y; dom z;', got {line!r}")
+        if not all(v.strip() for v in found.values()):
+          rows.drop("evaluator line with an empty value")
+          continue
+        vals = [rows_lib.number(found[k].strip(), where)
+                for k in ("act", "val", "dom")]
+        if not all(SCALE[0] <= v <= SCALE[1] for v in vals):
+          rows.drop("value outside the 1-5 scale")
+          continue
+        ann = m.group(1)
+        if per_session_ids:
+          ann = f"{turn[:5]}_{ann}"
+        rows.add(turn, ann, speaker_of(turn), vals)
+  return rows.table()

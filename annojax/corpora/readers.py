@@ -1,0 +1,73 @@
+"""Corpus readers by name, and joining a Ratings table with embeddings.
+
+  config.data.corpus = "files"
+  config.data.files.source = dict(name=..., reader="msp_podcast",
+                                  path=<labels dir>, embeddings=<.npz>)
+
+Readers (each module documents the distributed format it reads):
+  generic      long CSV: clip, annotator, speaker, <dims> (generic_csv.py)
+  msp_podcast  Labels/ dir: labels_detailed.csv + labels_consensus.csv
+  iemocap      corpus root: Session*/dialog/EmoEvaluation/*.txt
+  msp_improv   Evalution.txt (activation un-reversed)
+  muse         per-worker CSV: utterance, worker, activation, valence
+  crema_d      finishedResponses.csv (categorical, one-hot over 6 emotions)
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import numpy as np
+
+from annojax.corpora import corpus as corpus_lib
+from annojax.corpora import crema_d
+from annojax.corpora import generic_csv
+from annojax.corpora import iemocap
+from annojax.corpora import msp_improv
+from annojax.corpora import msp_podcast
+from annojax.corpora import muse
+from annojax.corpora import ratings as ratings_lib
+
+READERS = {
+    "generic": lambda spec: generic_csv.read_ratings(
+        spec.path, tuple(spec.dims), tuple(spec.scale)),
+    "msp_podcast": lambda spec: msp_podcast.read(spec.path),
+    "iemocap": lambda spec: iemocap.read(
+        spec.path, **dict(spec.get("options", {}))),
+    "msp_improv": lambda spec: msp_improv.read(spec.path),
+    "muse": lambda spec: muse.read(spec.path,
+                                   **dict(spec.get("options", {}))),
+    "crema_d": lambda spec: crema_d.read(spec.path,
+                                         **dict(spec.get("options", {}))),
+}
+CATEGORICAL = ("crema_d",)
+
+
+def read(spec) -> ratings_lib.Ratings:
+  if spec.reader not in READERS:
+    raise ValueError(f"unknown reader {spec.reader!r}; one of "
+                     f"{sorted(READERS)}")
+  return READERS[spec.reader](spec)
+
+
+def join(name: str, table: ratings_lib.Ratings,
+         embeddings_path: str) -> corpus_lib.Corpus:
+  """Keeps rated clips that have embeddings; a rated clip without one is an
+  error (validate names it), an embedding never rated is logged."""
+  ids, emb = generic_csv.read_embeddings(embeddings_path)
+  table = ratings_lib.validate(table, known_clips=ids)
+  rated = np.isin(ids, table.clip)
+  if (~rated).any():
+    logging.info("%s: %d of %d embedded clips have no rating", name,
+                 int((~rated).sum()), len(ids))
+  spk = dict(zip(table.clip, table.speaker))
+  ids = ids[rated]
+  return corpus_lib.Corpus(
+      name=name, clips=ids, speakers=np.array([spk[c] for c in ids]),
+      embeddings=emb[rated], ratings=table)
+
+
+def load(spec) -> corpus_lib.Corpus:
+  if spec.reader == "generic":  # errors can name the CSV line
+    return generic_csv.load(spec.name, spec.path, spec.embeddings,
+                            tuple(spec.dims), tuple(spec.scale))
+  return join(spec.name, read(spec), spec.embeddings)
