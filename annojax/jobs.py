@@ -9,13 +9,16 @@ import jax
 
 from annojax import evaluate
 from annojax import export
+from annojax import features
 from annojax import predict
 from annojax import train
 from annojax.data import prepare
 
 # all = prepare -> train -> evaluate -> export. enroll and predict need only
-# an exported bundle (config.predict.bundle), not the training data.
-MODES = ("prepare", "train", "evaluate", "export", "all", "enroll", "predict")
+# an exported bundle (config.predict.bundle), not the training data;
+# features turns audio into the embedding file the readers join with.
+MODES = ("prepare", "train", "evaluate", "export", "all", "enroll", "predict",
+         "features")
 
 
 def run(config, workdir: str) -> dict:
@@ -25,6 +28,8 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+  if config.mode == "features":
+    return {"features": features.run(config, workdir)}
   if config.mode == "enroll":
     return {"mapping": predict.run_enroll(config, workdir)}
   if config.mode == "predict":

@@ -92,6 +92,22 @@ def get_config():
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
 
+  # --mode=features: audio -> <workdir>/features.npz (or `out`).
+  config.features = ml_collections.ConfigDict()
+  config.features.audio_dir = ""
+  config.features.pattern = "**/*.wav"  # glob under audio_dir
+  # Or import a directory of per-clip .npy embeddings (e.g. WavLM) instead.
+  config.features.embeddings_dir = ""
+  config.features.out = ""
+  config.features.sample_rate = 16000
+  config.features.n_mels = 64
+  config.features.n_mfcc = 20
+  config.features.workers = 2
+  config.features.chunk = 64  # clips per resumable part
+  # Leave undecodable audio out (listed in <out>.errors.tsv) instead of
+  # failing.
+  config.features.skip_bad = False
+
   # --mode=enroll / predict, from an exported bundle alone.
   config.predict = ml_collections.ConfigDict()
   config.predict.bundle = ""  # empty = <workdir>/export

@@ -1,0 +1,192 @@
+"""Utterance embeddings from audio (librosa), and importing external ones.
+
+  python -m annojax.main --config=configs/default.py --workdir=W \
+      --mode=features --config.features.audio_dir=/data/IEMOCAP
+
+writes W/features.npz (clip_ids [C], embeddings [C, F]), the format every
+corpus reader joins with. A clip's embedding is the mean and standard
+deviation over frames of its log-mel spectrogram and MFCCs (F = 2 * (n_mels +
+n_mfcc)); clip id = the file's stem.
+
+Extraction runs in `workers` processes, in chunks; each finished chunk is
+written to <out>.parts/ at once, so an interrupted run resumes where it
+stopped (clips already in a part are not recomputed). Audio that cannot be
+decoded is never skipped silently: every failing path and its error go to
+<out>.errors.tsv, and the job fails naming them, unless skip_bad=True (then
+they are logged and left out).
+
+`import_dir` turns a directory of per-clip .npy files (e.g. WavLM outputs,
+[F] or frame-level [T, F], mean-pooled) into the same .npz.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import multiprocessing
+import os
+import sys
+
+from absl import logging
+import numpy as np
+import tqdm
+
+
+class FeatureError(RuntimeError):
+  """Audio that could not be turned into features; names the paths."""
+
+
+def clip_embedding(path: str, sample_rate: int = 16000, n_mels: int = 64,
+                   n_mfcc: int = 20) -> np.ndarray:
+  """Log-mel + MFCC mean/std statistics of one audio file -> [F]."""
+  import librosa  # pylint: disable=g-import-not-at-top  (slow import)
+  y, sr = librosa.load(path, sr=sample_rate, mono=True)
+  if y.size == 0:
+    raise ValueError("no audio samples")
+  if not np.isfinite(y).all():
+    raise ValueError("non-finite audio samples")
+  mel = librosa.power_to_db(librosa.feature.melspectrogram(
+      y=y, sr=sr, n_mels=n_mels, n_fft=512, hop_length=160))
+  mfcc = librosa.feature.mfcc(S=mel, n_mfcc=n_mfcc)
+  frames = np.concatenate([mel, mfcc], 0)  # [n_mels + n_mfcc, T]
+  return np.concatenate([frames.mean(1), frames.std(1)]).astype(np.float32)
+
+
+def _chunk(paths, kw):
+  """Worker: (ids, embeddings, errors) for one chunk of files."""
+  ids, embs, errors = [], [], []
+  for p in paths:
+    try:
+      embs.append(clip_embedding(p, **kw))
+      ids.append(_clip_id(p))
+    except Exception as e:  # pylint: disable=broad-except  (reported below)
+      errors.append((p, f"{type(e).__name__}: {e}".replace("\n", " ")))
+  return ids, embs, errors
+
+
+def _clip_id(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def find_audio(audio_dir: str, pattern: str) -> list[str]:
+  paths = sorted(glob.glob(os.path.join(audio_dir, pattern), recursive=True))
+  if not paths:
+    raise FileNotFoundError(f"no audio matching {pattern!r} under "
+                            f"{audio_dir}")
+  ids = [_clip_id(p) for p in paths]
+  if len(set(ids)) != len(ids):
+    dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+    raise ValueError(f"{audio_dir}: several files share the clip id(s) {dup}"
+                     " (clip id = file stem)")
+  return paths
+
+
+def _read_parts(parts_dir: str) -> tuple[list[str], list[np.ndarray]]:
+  ids, embs = [], []
+  for p in sorted(glob.glob(os.path.join(parts_dir, "part_*.npz"))):
+    with np.load(p) as z:
+      ids += z["clip_ids"].astype(str).tolist()
+      embs += list(z["embeddings"])
+  return ids, embs
+
+
+def extract(paths: list[str], out_path: str, *, workers: int = 1,
+            chunk: int = 64, skip_bad: bool = False, progress: bool = True,
+            **kw) -> str:
+  """Embeds every audio file in `paths` into out_path (.npz); resumable."""
+  parts_dir = out_path + ".parts"
+  os.makedirs(parts_dir, exist_ok=True)
+  done_ids, _ = _read_parts(parts_dir)
+  done = set(done_ids)
+  todo = [p for p in paths if _clip_id(p) not in done]
+  if done:
+    logging.info("features: %d clips already extracted in %s, %d to go",
+                 len(done), parts_dir, len(todo))
+  n_parts = len(glob.glob(os.path.join(parts_dir, "part_*.npz")))
+  chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+  errors = []
+  bar = tqdm.tqdm(total=len(todo), desc="features", unit="clip",
+                  disable=not (progress and sys.stderr.isatty()))
+
+  def save(result):
+    nonlocal n_parts
+    ids, embs, errs = result
+    errors.extend(errs)
+    if ids:
+      np.savez(os.path.join(parts_dir, f"part_{n_parts:05d}.npz"),
+               clip_ids=np.array(ids), embeddings=np.stack(embs))
+      n_parts += 1
+    bar.update(len(ids) + len(errs))
+
+  if workers > 1 and len(chunks) > 1:
+    # spawn, not fork: forking a process that has started JAX can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers,
+                                                mp_context=ctx) as pool:
+      for result in pool.map(_chunk, chunks, [kw] * len(chunks)):
+        save(result)
+  else:
+    for c in chunks:
+      save(_chunk(c, kw))
+  bar.close()
+
+  if errors:
+    err_path = out_path + ".errors.tsv"
+    with open(err_path, "w") as f:
+      f.writelines(f"{p}\t{e}\n" for p, e in errors)
+    listing = "; ".join(f"{p} ({e})" for p, e in errors[:5])
+    if not skip_bad:
+      raise FeatureError(
+          f"{len(errors)} audio file(s) could not be decoded, all listed in "
+          f"{err_path}: {listing}. Fix or remove them, or set "
+          "config.features.skip_bad=True to leave them out; the extracted "
+          "clips are kept and a rerun resumes.")
+    logging.warning("features: left out %d undecodable file(s), listed in "
+                    "%s: %s", len(errors), err_path, listing)
+  ids, embs = _read_parts(parts_dir)
+  keep = set(_clip_id(p) for p in paths)
+  rows = [i for i, c in enumerate(ids) if c in keep]
+  np.savez(out_path, clip_ids=np.array([ids[i] for i in rows]),
+           embeddings=np.stack([embs[i] for i in rows]))
+  logging.info("features: %d clips x %d -> %s", len(rows), len(embs[0]),
+               out_path)
+  return out_path
+
+
+def import_dir(directory: str, out_path: str) -> str:
+  """Per-clip .npy files ([F] or [T, F], mean-pooled over T) -> one .npz."""
+  paths = sorted(glob.glob(os.path.join(directory, "**", "*.npy"),
+                           recursive=True))
+  if not paths:
+    raise FileNotFoundError(f"no .npy files under {directory}")
+  ids, embs = [], []
+  for p in paths:
+    x = np.load(p)
+    if x.ndim == 2:
+      x = x.mean(0)
+    if x.ndim != 1 or not np.isfinite(x).all():
+      raise ValueError(f"{p}: expected a finite [F] or [T, F] array, got "
+                       f"shape {x.shape}")
+    if embs and x.shape != embs[0].shape:
+      raise ValueError(f"{p}: {x.shape[0]} features, but {paths[0]} has "
+                       f"{embs[0].shape[0]}")
+    ids.append(_clip_id(p))
+    embs.append(x.astype(np.float32))
+  np.savez(out_path, clip_ids=np.array(ids), embeddings=np.stack(embs))
+  return out_path
+
+
+def run(config, workdir: str) -> str:
+  """--mode=features: audio_dir (librosa) or embeddings_dir (import)."""
+  f = config.features
+  out = f.out or os.path.join(workdir, "features.npz")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  if f.embeddings_dir:
+    return import_dir(f.embeddings_dir, out)
+  if not f.audio_dir:
+    raise ValueError("set --config.features.audio_dir (audio to embed) or "
+                     "--config.features.embeddings_dir (.npy to import)")
+  return extract(find_audio(f.audio_dir, f.pattern), out, workers=f.workers,
+                 chunk=f.chunk, skip_bad=f.skip_bad,
+                 progress=bool(config.train.progress_bar),
+                 sample_rate=f.sample_rate, n_mels=f.n_mels, n_mfcc=f.n_mfcc)
