@@ -25,7 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCORES = ("ccc", "pearson", "mse")
+SCORES = ("ccc", "pearson", "mse", "loglik", "agreement")
+# Scores for categorical heads (D = classes, outputs = logits, ratings =
+# one-hot on [-1, 1]): mean log-likelihood of the annotator's choices, or the
+# fraction of clips where the head's top class is the annotator's.
+CATEGORICAL_SCORES = ("loglik", "agreement")
 # Budget for one chunk's predictions, in floats (~512 MiB of float32).
 _CHUNK_FLOATS = 2 ** 27
 
@@ -79,6 +83,18 @@ def _score_chunk(stats, kernel, bias, score):
   return jnp.where((cnt == 1)[:, None], one, s)
 
 
+def _score_chunk_categorical(z, y, mask, kernel, bias, score):
+  """[N, chunk] log-likelihood or agreement of categorical heads."""
+  logits = jnp.einsum("nkdh,adh->nakd", z, kernel) + bias[None, :, None]
+  target = (y[:, None] + 1.0) / 2.0  # [N, 1, K, C]
+  n = jnp.maximum(mask.sum(1), 1.0)[:, None]
+  if score == "loglik":
+    per_clip = (target * jax.nn.log_softmax(logits, -1)).sum(-1)
+  else:
+    per_clip = (logits.argmax(-1) == target.argmax(-1)).astype(jnp.float32)
+  return (mask[:, None] * per_clip).sum(-1) / n
+
+
 @functools.partial(jax.jit, static_argnames=("score", "chunk"))
 def _score_all(z, y, mask, kernel, bias, *, score, chunk):
   a = kernel.shape[0]
@@ -87,9 +103,12 @@ def _score_all(z, y, mask, kernel, bias, *, score, chunk):
   bias = jnp.pad(bias, ((0, pad), (0, 0)))
   kc = kernel.reshape((-1, chunk) + kernel.shape[1:])
   bc = bias.reshape((-1, chunk) + bias.shape[1:])
-  stats = _annotator_stats(z, y, mask)
-  out = jax.lax.map(lambda kb: _score_chunk(stats, kb[0], kb[1], score),
-                    (kc, bc))
+  if score in CATEGORICAL_SCORES:
+    fn = lambda kb: _score_chunk_categorical(z, y, mask, kb[0], kb[1], score)
+  else:
+    stats = _annotator_stats(z, y, mask)
+    fn = lambda kb: _score_chunk(stats, kb[0], kb[1], score)
+  out = jax.lax.map(fn, (kc, bc))
   # [n_chunks, N, chunk] -> [N, A]
   return jnp.moveaxis(out, 0, 1).reshape(z.shape[0], -1)[:, :a]
 
@@ -111,7 +130,8 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
     ratings: [N, K, D] their ratings (padding arbitrary, but finite).
     mask: [N, K] 1 for a real enrollment clip, 0 for padding.
     kernel: [A, D, H] head weights; bias: [A, D].
-    score: "ccc" (sum of per-dimension CCC), "pearson" or "mse" (negative).
+    score: "ccc" (sum of per-dimension CCC), "pearson" or "mse" (negative);
+      for categorical heads "loglik" or "agreement".
     head_chunk: heads per chunk inside the compiled call.
   """
   if score not in SCORES:

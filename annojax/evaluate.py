@@ -36,6 +36,7 @@ import optax
 import tqdm
 
 from annojax import enroll
+from annojax import losses
 from annojax import metrics
 from annojax import plots
 from annojax import train
@@ -131,9 +132,17 @@ class _Run:
     self.rng = rng
 
 
-def _evaluate_row(pred, table, rows):
+DIMENSIONAL_METRICS = ("ccc_ind", "ccc_con")
+CATEGORICAL_METRICS = ("agreement_ind", "loglik_ind")
+
+
+def _evaluate_row(pred, table, rows, categorical=False):
   y = table.pair_values[rows]
-  return {"ccc_ind": metrics.ccc_ind(pred, y, table.pair_annotator[rows]),
+  ann = table.pair_annotator[rows]
+  if categorical:  # one column, "all": means over annotators
+    return {"agreement_ind": [metrics.agreement_ind(pred, y, ann).mean()],
+            "loglik_ind": [metrics.loglik_ind(pred, y, ann).mean()]}
+  return {"ccc_ind": metrics.ccc_ind(pred, y, ann),
           "ccc_con": metrics.ccc_con(pred, y, table.pair_clip[rows])}
 
 
@@ -148,6 +157,11 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"source dims {src_meta.dims} != target dims "
                      f"{tgt_meta.dims}")
   table = pipeline.load_table(prepared.target, "full")
+  # Categorical heads (CREMA-D): agreement / log-likelihood per annotator;
+  # the linear-fit and fine-tune rows are defined for ratings only.
+  categorical = config.train.loss in losses.CATEGORICAL
+  metric_names = CATEGORICAL_METRICS if categorical else DIMENSIONAL_METRICS
+  columns = ("all",) if categorical else tgt_meta.dims
   g_ia, p_ia = train.load_best(config, workdir, "individual", prepared)
   g_ag, p_ag = train.load_best(config, workdir, "aggregate", prepared)
 
@@ -201,6 +215,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
             names=[tgt_meta.annotator_ids[a] for a in run.annotators])
         k_n, b_n = mapping.head_params(kernel, bias)
         out[f"most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
+        if categorical:
+          continue
         cidx, y_e, m_e = enroll.pack(clips, ys)
         a, c = _linear_fit(agg_clip[cidx], y_e, m_e, ev.linear_ridge)
         out[f"linear_fit@{name}"] = (a[pos] * agg_clip[table.pair_clip[rows]]
@@ -216,16 +232,18 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           type_match.setdefault(name, []).append(
               (float(np.mean(sel == truth)), float(chance)))
       for row, pred in out.items():
-        cells.setdefault(row, []).append(_evaluate_row(pred, table, rows))
+        cells.setdefault(row, []).append(
+            _evaluate_row(pred, table, rows, categorical))
       bar.update(1)
   bar.close()
 
-  results = summarize(cells, tgt_meta.dims)
+  results = summarize(cells, columns, metric_names)
   results["protocol"] = {
       "folds": ev.folds, "seeds": ev.seeds, "runs": total,
       "target_annotators": tgt_meta.num_annotators,
       "pretrained_heads": len(kernel), "score": ev.score,
-      "top_k": ev.top_k,
+      "top_k": ev.top_k, "metrics": list(metric_names),
+      "columns": list(columns),
       "excluded_annotator_runs (< min_test test ratings)": int(
           np.sum(excluded))}
   if have_types:
@@ -240,19 +258,20 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write(to_markdown(results, tgt_meta.dims))
-  plots.ccc_vs_enrollment(results, tgt_meta.dims, ev.enroll_sizes,
+    f.write(to_markdown(results))
+  plots.ccc_vs_enrollment(results, columns, ev.enroll_sizes,
                           os.path.join(out_dir, "ccc_ind_vs_k.png"))
   logging.info("evaluation written to %s", out_dir)
   return results
 
 
-def summarize(cells: dict[str, list], dims) -> dict:
+def summarize(cells: dict[str, list], dims,
+              metric_names=DIMENSIONAL_METRICS) -> dict:
   """Mean/std over runs + paired tests vs the aggregate row."""
   rows = {}
   for row, runs in cells.items():
     entry = {}
-    for metric in ("ccc_ind", "ccc_con"):
+    for metric in metric_names:
       vals = np.array([r[metric] for r in runs])  # [runs, D]
       base = np.array([r[metric] for r in cells["aggregate"]])
       entry[metric] = {
@@ -277,22 +296,24 @@ def _row_order(names):
   return fixed + sorted(rest, key=key) + ["oracle"]
 
 
-def to_markdown(results: dict, dims) -> str:
+def to_markdown(results: dict) -> str:
   p = results["protocol"]
+  dims, names = p["columns"], p["metrics"]
   lines = [f"# Cross-corpus evaluation ({p['runs']} runs: {p['seeds']} seeds "
            f"x {p['folds']} folds; {p['pretrained_heads']} pre-trained heads, "
            f"{p['target_annotators']} target annotators; score "
            f"{p['score']}, top-{p['top_k']})", "",
            "Mean +- std over runs. `*`: paired t-test p < 0.05 vs aggregate "
            "(Wilcoxon p in the JSON).", ""]
-  head = "| row | " + " | ".join(
-      f"CCC_ind {d}" for d in dims) + " | " + " | ".join(
-          f"CCC_con {d}" for d in dims) + " |"
-  lines += [head, "|" + "---|" * (1 + 2 * len(dims))]
+  label = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
+           "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
+  head = "| row | " + " | ".join(f"{label[m]} {d}" for m in names
+                                 for d in dims) + " |"
+  lines += [head, "|" + "---|" * (1 + len(names) * len(dims))]
   for row in _row_order(results["rows"]):
     e = results["rows"][row]
     cells = []
-    for metric in ("ccc_ind", "ccc_con"):
+    for metric in names:
       for d in dims:
         v = e[metric][d]
         star = "*" if v.get("t_p", 1.0) < 0.05 else ""

@@ -49,7 +49,25 @@ def mse_loss(pred, label, mask) -> tuple[jax.Array, jax.Array]:
   return mse.sum(), mse
 
 
-LOSSES = {"ccc": ccc_loss, "mse": mse_loss}
+def xent_loss(pred, label, mask) -> tuple[jax.Array, jax.Array]:
+  """Categorical: masked softmax cross-entropy over the D class outputs.
+
+  Labels are one-hot (or, for averaged duplicates / consensus, a vote
+  distribution) on the [-1, 1] scale of every Ratings table, i.e. target
+  probability = (label + 1) / 2. Returns the mean over observed pairs and,
+  per class, its share of that mean.
+  """
+  d = pred.shape[-1]
+  logp = jax.nn.log_softmax(pred.reshape(-1, d), axis=-1)
+  target = (label.reshape(-1, d) + 1.0) / 2.0
+  m = mask.reshape(-1, 1).astype(pred.dtype)
+  per_class = -(m * target * logp).sum(0) / jnp.maximum(m.sum(), 1.0)
+  return per_class.sum(), per_class
+
+
+LOSSES = {"ccc": ccc_loss, "mse": mse_loss, "xent": xent_loss}
+# Losses whose heads output per-class logits rather than D ratings.
+CATEGORICAL = ("xent",)
 
 
 def get(name: str):

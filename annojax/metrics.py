@@ -74,3 +74,26 @@ def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
     except ValueError:
       pass
   return out
+
+
+def _per_annotator_mean(x, annotator) -> np.ndarray:
+  """Mean of x over each annotator's pairs -> [annotators present]."""
+  ids, inv = np.unique(annotator, return_inverse=True)
+  return np.bincount(inv, weights=x, minlength=len(ids)) / np.bincount(
+      inv, minlength=len(ids))
+
+
+def agreement_ind(logits, label, annotator) -> np.ndarray:
+  """Categorical: per annotator, the fraction of their clips where the top
+  predicted class is the class they chose (label one-hot on [-1, 1])."""
+  hit = (np.asarray(logits).argmax(-1) == np.asarray(label).argmax(-1))
+  return _per_annotator_mean(hit.astype(np.float64), annotator)
+
+
+def loglik_ind(logits, label, annotator) -> np.ndarray:
+  """Categorical: per annotator, mean log-probability of their choices."""
+  logits = np.asarray(logits, np.float64)
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
+      -1, keepdims=True)) - logits.max(-1, keepdims=True)
+  target = (np.asarray(label) + 1.0) / 2.0
+  return _per_annotator_mean((target * logp).sum(-1), annotator)

@@ -15,8 +15,10 @@ _LINES = {"aggregate": "aggregate", "random_head": "random head",
 
 
 def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
-  """CCC_ind vs enrollment size, one panel per dimension, +- std bands."""
+  """The first metric (CCC_ind; agreement_ind for categorical heads) vs
+  enrollment size, one panel per dimension, +- std bands."""
   rows = results["rows"]
+  metric = results["protocol"]["metrics"][0]
   names = ["all" if k == 0 else str(k) for k in sizes]
   x = np.arange(len(names))
   fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.6),
@@ -26,17 +28,17 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
       keys = [f"{kind}@{n}" for n in names]
       if not all(k in rows for k in keys):
         continue
-      m = np.array([rows[k]["ccc_ind"][d]["mean"] for k in keys])
-      s = np.array([rows[k]["ccc_ind"][d]["std"] for k in keys])
+      m = np.array([rows[k][metric][d]["mean"] for k in keys])
+      s = np.array([rows[k][metric][d]["std"] for k in keys])
       ax.plot(x, m, marker="o", label=label)
       ax.fill_between(x, m - s, m + s, alpha=0.15)
     for i, (row, label) in enumerate(_LINES.items()):
       if row in rows:
-        ax.axhline(rows[row]["ccc_ind"][d]["mean"], ls="--", lw=1,
+        ax.axhline(rows[row][metric][d]["mean"], ls="--", lw=1,
                    color=f"C{i + 3}", label=label)
     ax.set_xticks(x, names)
     ax.set_xlabel("enrollment clips")
-    ax.set_ylabel("CCC_ind")
+    ax.set_ylabel(metric)
     ax.set_title(d)
     ax.grid(alpha=0.3)
   handles, labels = axes[0][0].get_legend_handles_labels()

@@ -105,7 +105,8 @@ def pair_predictions(z, kernel, bias, pair_clip, pair_head) -> np.ndarray:
 
 def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
              loss_name: str, min_count: int = 2) -> dict:
-  """Pooled loss (the training objective) and CCC_ind on a split."""
+  """Pooled loss (the training objective) and CCC_ind on a split (for a
+  categorical loss, the mean per-annotator agreement instead)."""
   z = trunk_features(graphdef, params, table.embeddings)
   kernel, bias = head_arrays(params)
   heads = (table.pair_annotator if kind == "individual"
@@ -123,6 +124,10 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
   loss, _ = losses.get(loss_name)(jnp.asarray(obj_pred),
                                   jnp.asarray(obj_label),
                                   jnp.ones(len(obj_pred)))
+  if loss_name in losses.CATEGORICAL:
+    return {"val_loss": float(loss),
+            "val_agreement_ind": float(metrics.agreement_ind(
+                pred, table.pair_values, table.pair_annotator).mean())}
   return {"val_loss": float(loss),
           "val_ccc_ind": metrics.ccc_ind(pred, table.pair_values,
                                          table.pair_annotator,

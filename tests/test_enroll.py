@@ -108,3 +108,24 @@ def test_bad_enrollment_names_annotator():
     enroll.pack([[1]], [np.array([[np.nan, 0.0]])], names=["T1"])
   with pytest.raises(ValueError, match="unknown score"):
     enroll.score_heads(*_inputs(), score="kendall")
+
+
+@pytest.mark.parametrize("score", ["loglik", "agreement"])
+def test_categorical_scores_equal_loop(score):
+  z, _, mask, kernel, bias = _inputs(d=4, seed=5)
+  rng = np.random.default_rng(5)
+  cls = rng.integers(0, 4, mask.shape)
+  y = np.where(np.eye(4)[cls] > 0, 1.0, -1.0).astype(np.float32)  # one-hot
+  got = np.asarray(enroll.score_heads(z, y, mask, kernel, bias, score,
+                                      head_chunk=16))
+  want = np.zeros_like(got)
+  for n in range(len(z)):
+    m = mask[n] > 0
+    for a in range(len(kernel)):
+      logits = np.einsum("kdh,dh->kd", z[n][m], kernel[a]) + bias[a]
+      logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+      if score == "loglik":
+        want[n, a] = logp[np.arange(m.sum()), cls[n][m]].mean()
+      else:
+        want[n, a] = (logits.argmax(1) == cls[n][m]).mean()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

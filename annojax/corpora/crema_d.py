@@ -13,6 +13,9 @@ Kept: responses of the requested stimulus type (default voice only,
 queryType 1); rows of other types are counted, not errors. Speaker = actor
 id, the first 4 digits of the clip name (1001_DFA_ANG_XX -> 1001). A rater
 who answered the same clip twice gets the average (validate counts it).
+raters="pretrain" / "new" splits one corpus's raters 80/20 (stable hash),
+so CREMA-D alone can serve as both the pre-training population and the
+corpus of new annotators (configs/crema_d.py).
 
 `read_tabulated` reads tabulatedVotes.csv (per-clip vote counts, present in
 every copy of the corpus) for consensus distributions.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zlib
 
 import numpy as np
 
@@ -42,8 +46,18 @@ def _find(path: str, name: str) -> str:
   return p
 
 
-def read(path: str, stimulus: str = "voice") -> ratings_lib.Ratings:
+def rater_group(rater: str) -> str:
+  """"new" for a stable 20% of raters (crc32 of the id), else "pretrain":
+  one corpus split into a pre-training population and new annotators."""
+  return "new" if zlib.crc32(rater.encode()) % 5 == 0 else "pretrain"
+
+
+def read(path: str, stimulus: str = "voice",
+         raters: str = "all") -> ratings_lib.Ratings:
+  """raters: "all", or "pretrain" / "new" (see rater_group)."""
   path = _find(path, "finishedResponses.csv")
+  if raters not in ("all", "pretrain", "new"):
+    raise ValueError(f"unknown raters {raters!r}; all, pretrain or new")
   if stimulus not in QUERY_TYPES:
     raise ValueError(f"unknown stimulus {stimulus!r}; one of "
                      f"{sorted(QUERY_TYPES)}")
@@ -59,6 +73,10 @@ def read(path: str, stimulus: str = "voice") -> ratings_lib.Ratings:
       if q != want:
         rows.drop(f"stimulus type {q} (keeping {want}, {stimulus})")
         continue
+      rater = row["localid"].strip()
+      if raters != "all" and rater_group(rater) != raters:
+        rows.drop(f"rater not in the {raters!r} group", 1)
+        continue
       emo = (row["respEmo"] or "").strip()
       if emo not in CODES:
         raise ratings_lib.RatingsError(
@@ -69,7 +87,7 @@ def read(path: str, stimulus: str = "voice") -> ratings_lib.Ratings:
             f"{where}: clip name {clip!r} does not start with an actor id")
       onehot = np.zeros(len(CODES), np.float32)
       onehot[CODES.index(emo)] = 1.0
-      rows.add(clip, row["localid"].strip(), clip[:4], onehot)
+      rows.add(clip, rater, clip[:4], onehot)
   return rows.table()
 
 

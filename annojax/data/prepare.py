@@ -38,8 +38,11 @@ def load_corpora(cfg: ml_collections.ConfigDict
   if cfg.corpus == "synthetic":
     return synthetic.make_pair(cfg.synthetic)
   if cfg.corpus == "files":
-    return tuple(readers.load(c) for c in (cfg.files.source,
-                                           cfg.files.target))
+    src, tgt = cfg.files.source, cfg.files.target
+    if not tgt.path:  # one corpus in both roles (e.g. configs/crema_d.py)
+      tgt = ml_collections.ConfigDict(tgt.to_dict())
+      tgt.path, tgt.embeddings = src.path, src.embeddings
+    return readers.load(src), readers.load(tgt)
   raise ValueError(f"unknown config.data.corpus {cfg.corpus!r}; "
                    "one of 'synthetic', 'files'")
 

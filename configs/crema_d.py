@@ -1,0 +1,30 @@
+"""CREMA-D, categorical: per-rater softmax heads over six emotions.
+
+python -m annojax.main --config=configs/crema_d.py --workdir=/tmp/cremad \
+  --config.data.files.source.path=/data/CREMA-D \
+  --config.data.files.source.embeddings=/tmp/cremad_feat/features.npz
+
+Needs the per-rater finishedResponses.csv and embeddings of the clips
+(--mode=features on AudioWAV/). One corpus serves both roles: 80% of raters
+(stable hash of the rater id) pre-train the heads, the other 20% are the new
+annotators of the evaluation protocol (actors form the speaker folds). The
+target path/embeddings default to the source's.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.corpus = "files"
+  src, tgt = config.data.files.source, config.data.files.target
+  src.name, src.reader = "crema_d_pretrain", "crema_d"
+  src.options = {"stimulus": "voice", "raters": "pretrain"}
+  tgt.name, tgt.reader = "crema_d_new", "crema_d"
+  tgt.options = {"stimulus": "voice", "raters": "new"}
+  config.data.min_ratings = 20
+  config.train.loss = "xent"  # per-rater softmax, masked cross-entropy
+  config.eval.score = "loglik"  # or "agreement"
+  config.optim.name = "adam"
+  config.optim.learning_rate = 1e-3
+  return config
