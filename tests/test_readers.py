@@ -50,7 +50,7 @@ def test_iemocap(tmp_path, caplog):
   assert _row(t, "Ses01F_impro01_M001", "E3")[1] == "Ses01_M"
   np.testing.assert_allclose(_row(t, "Ses01F_impro01_F000", "F1")[0],
                              [1.0, -0.5, -1.0])
-  assert "dropped 1 rating(s): evaluator line with an empty value" in (
+  assert "dropped 1 rating(s): empty value" in (
       caplog.text)
   (d / "Ses01F_impro02.txt").write_text(
       "[1.0 - 2.0]\tSes01F_impro02_F000\tneu\t[2, 2, 2]\nA-E1:\tval 2; act 3;\t()\n")

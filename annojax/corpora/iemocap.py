@@ -74,16 +74,9 @@ def read(root: str, per_session_ids: bool = False) -> ratings_lib.Ratings:
         if set(found) != {"val", "act", "dom"}:
           raise ratings_lib.RatingsError(
               f"{where}: expected 'val x; act y; dom z;', got {line!r}")
-        if not all(v.strip() for v in found.values()):
-          rows.drop("evaluator line with an empty value")
-          continue
-        vals = [rows_lib.number(found[k].strip(), where)
-                for k in ("act", "val", "dom")]
-        if not all(SCALE[0] <= v <= SCALE[1] for v in vals):
-          rows.drop("value outside the 1-5 scale")
-          continue
         ann = m.group(1)
         if per_session_ids:
           ann = f"{turn[:5]}_{ann}"
-        rows.add(turn, ann, speaker_of(turn), vals)
+        rows.add_raw(turn, ann, speaker_of(turn),
+                     [found[k] for k in ("act", "val", "dom")], where)
   return rows.table()

@@ -30,6 +30,11 @@ _CLIP = re.compile(r"^(?:UTD|MSP)-IMPROV-(S\d+[A-Z]-([FM]\d+)-[^.;\s]+)")
 _ATTR = re.compile(r"\b([AVDN]):\s*([^;]*)")
 
 
+def _unreverse_activation(vals):
+  a, v, d = vals
+  return [SCALE[0] + SCALE[1] - a, v, d]  # 1 <-> 5
+
+
 def find(path: str) -> str:
   if os.path.isfile(path):
     return path
@@ -60,12 +65,6 @@ def read(path: str) -> ratings_lib.Ratings:
         raise ratings_lib.RatingsError(
             f"{where}: expected a clip header or an evaluator line "
             f"'<id>; <emotion>; ...; A:x; V:x; D:x;', got {line!r}")
-      if not all(attrs.get(k, "").strip() for k in "AVD"):
-        rows.drop("evaluator line with a missing A/V/D value")
-        continue
-      a, v, d = (rows_lib.number(attrs[k].strip(), where) for k in "AVD")
-      if not all(SCALE[0] <= x <= SCALE[1] for x in (a, v, d)):
-        rows.drop("value outside the 1-5 scale")
-        continue
-      rows.add(clip, fields[0], speaker, [6.0 - a, v, d])  # un-reverse A
+      rows.add_raw(clip, fields[0], speaker, [attrs.get(k) for k in "AVD"],
+                   where, transform=_unreverse_activation)
   return rows.table()

@@ -62,13 +62,6 @@ def read(labels_dir: str) -> ratings_lib.Ratings:
         raise ratings_lib.RatingsError(
             f"{where}: clip {clip!r} is not in labels_consensus.csv (no "
             "speaker)")
-      raw = [(row[_COLS[d]] or "").strip() for d in DIMS]
-      if not all(raw):
-        rows.drop("empty attribute")
-        continue
-      vals = [rows_lib.number(x, where) for x in raw]
-      if not all(SCALE[0] <= v <= SCALE[1] for v in vals):
-        rows.drop("attribute outside the 1-7 scale")
-        continue
-      rows.add(clip, row["WorkerID"].strip(), speakers[clip], vals)
+      rows.add_raw(clip, row["WorkerID"].strip(), speakers[clip],
+                   [row[_COLS[d]] for d in DIMS], where)
   return rows.table()

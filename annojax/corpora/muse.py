@@ -45,14 +45,7 @@ def read(path: str, speaker_sep: str = "_") -> ratings_lib.Ratings:
       clip = (row[col["clip"]] or "").strip()
       if not clip:
         raise ratings_lib.RatingsError(f"{where}: empty utterance id")
-      raw = [(row[col[d]] or "").strip() for d in DIMS]
-      if not all(raw):
-        rows.drop("empty activation/valence")
-        continue
-      vals = [rows_lib.number(x, where) for x in raw]
-      if not all(SCALE[0] <= v <= SCALE[1] for v in vals):
-        rows.drop("value outside the 1-9 scale")
-        continue
-      rows.add(clip, row[col["annotator"]].strip(),
-               clip.split(speaker_sep)[0], vals)
+      rows.add_raw(clip, row[col["annotator"]].strip(),
+                   clip.split(speaker_sep)[0], [row[col[d]] for d in DIMS],
+                   where)
   return rows.table()

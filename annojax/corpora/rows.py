@@ -28,6 +28,24 @@ class Rows:
     self.speaker.append(speaker)
     self.values.append(values)
 
+  def add_raw(self, clip, annotator, speaker, raw, where: str,
+              transform=None) -> bool:
+    """Adds a row from the values' text, on the corpus scale; an empty value
+    or one outside the scale is a counted drop, non-numeric text an error
+    naming `where`. `transform` maps the checked values (e.g. to reverse a
+    scale). Returns whether the row was kept."""
+    raw = [(x or "").strip() for x in raw]
+    if not all(raw):
+      self.drop("empty value")
+      return False
+    vals = [number(x, where) for x in raw]
+    lo, hi = self.scale
+    if not all(lo <= v <= hi for v in vals):
+      self.drop(f"value outside the {lo:g}-{hi:g} scale")
+      return False
+    self.add(clip, annotator, speaker, transform(vals) if transform else vals)
+    return True
+
   def drop(self, reason: str, n: int = 1):
     self.drops[reason] += n
 
