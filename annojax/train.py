@@ -177,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   repl = NamedSharding(mesh, P())
 
   # Data.
-  layout = config.data.layout if kind == "individual" else "consensus"
+  layout = (pipeline.choose_layout(config.data.layout, meta.num_annotators)
+            if kind == "individual" else "consensus")
   reader = pipeline.SplitReader(prepared.source, "train",
                                 cache=config.data.cache)
   batch_kw = dict(layout=layout, num_annotators=meta.num_annotators,

@@ -38,8 +38,9 @@ def get_config():
   config.data.test_fraction = 0.1
   config.data.split_seed = 0
   # Label layout of the individual model's batches: "sparse" computes only the
-  # heads that rated each clip, "dense" all heads then masks (bench/).
-  config.data.layout = "sparse"
+  # heads that rated each clip, "dense" all heads then masks; "auto" takes
+  # dense below 256 heads, sparse above (measured: bench/README.md).
+  config.data.layout = "auto"
   # Keep decoded examples in memory after the first epoch.
   config.data.cache = True
 

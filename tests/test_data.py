@@ -151,3 +151,9 @@ def test_prepare_fingerprints_config(tiny_config, tmp_path):
   counts = np.bincount(table.pair_annotator)
   assert meta.num_annotators <= tiny_config.data.synthetic.source.num_annotators
   assert len(counts) <= meta.num_annotators
+
+
+def test_auto_layout_switches_by_head_count():
+  assert pipeline.choose_layout("auto", 100) == "dense"
+  assert pipeline.choose_layout("auto", 2000) == "sparse"
+  assert pipeline.choose_layout("sparse", 10) == "sparse"
