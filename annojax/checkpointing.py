@@ -14,10 +14,15 @@ import orbax.checkpoint as ocp
 
 
 def _manager(directory: str, best: bool) -> ocp.CheckpointManager:
+  # Both managers save the same step numbers: in a multi-process run their
+  # commit barriers need distinct names, or the second save of a step finds
+  # the first's barrier "already ongoing" and the processes deadlock.
   options = ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True,
       best_fn=(lambda m: m["val_loss"]) if best else None,
-      best_mode="min")
+      best_mode="min",
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix="best" if best else "latest"))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
