@@ -91,6 +91,24 @@ def trunk_features(graphdef, params, embeddings: np.ndarray,
   return np.concatenate(out)
 
 
+def sharded_trunk_features(features_fn, trunk_params, embeddings: np.ndarray,
+                           sharding, batch: int) -> np.ndarray:
+  """z [C, D, H] for all clips, the work split over every device of every
+  process: each global batch is padded to `batch` rows and each process
+  embeds only its slice, so all processes run the same number of steps.
+  features_fn returns a replicated array; every process gets all of z."""
+  pc, pi = jax.process_count(), jax.process_index()
+  out = []
+  for s in range(0, len(embeddings), batch):
+    x = embeddings[s:s + batch]
+    xp = np.pad(x, ((0, batch - len(x)), (0, 0)))
+    local = xp[pi * batch // pc:(pi + 1) * batch // pc]
+    z = features_fn(trunk_params,
+                    jax.make_array_from_process_local_data(sharding, local))
+    out.append(np.asarray(z.addressable_data(0))[:len(x)])
+  return np.concatenate(out)
+
+
 def head_arrays(params) -> tuple[np.ndarray, np.ndarray]:
   """Head kernel [A, D, H] and bias [A, D] as host arrays."""
   h = params["heads"]["stack"]
@@ -104,10 +122,12 @@ def pair_predictions(z, kernel, bias, pair_clip, pair_head) -> np.ndarray:
 
 
 def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
-             loss_name: str, min_count: int = 2) -> dict:
+             loss_name: str, min_count: int = 2,
+             z: np.ndarray | None = None) -> dict:
   """Pooled loss (the training objective) and CCC_ind on a split (for a
   categorical loss, the mean per-annotator agreement instead)."""
-  z = trunk_features(graphdef, params, table.embeddings)
+  if z is None:
+    z = trunk_features(graphdef, params, table.embeddings)
   kernel, bias = head_arrays(params)
   heads = (table.pair_annotator if kind == "individual"
            else np.zeros_like(table.pair_annotator))
@@ -203,6 +223,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         seed=config.train.seed),
       donate_argnums=0, out_shardings=(repl, repl))
 
+  # Validation embeds the clips data-parallel too (padded global batches).
+  trunk_def = nnx.graphdef(nnx.merge(graphdef, state["params"]).trunk)
+  features_fn = jax.jit(lambda p, x: nnx.merge(trunk_def, p)(x),
+                        out_shardings=repl)
+  eval_batch = jax.device_count() * max(1, 1024 // jax.device_count())
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   logging.info("%s model: %d heads, %d params; %d train clips, global batch "
                "%d on %d devices", kind, meta.num_annotators if
@@ -236,8 +261,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Params are replicated: every process holds a full local copy.
     params_host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                                state["params"])
+    z_val = sharded_trunk_features(features_fn, state["params"]["trunk"],
+                                   val_table.embeddings, data_sharding,
+                                   eval_batch)
     val = validate(graphdef, params_host, val_table, kind, config.train.loss,
-                   config.eval.min_test)
+                   config.eval.min_test, z=z_val)
     improved = val["val_loss"] < host["best_val"] - 1e-6
     host["epoch"] = epoch + 1
     if improved:
