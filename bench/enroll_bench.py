@@ -1,0 +1,176 @@
+"""Enrollment search: batched annojax.enroll vs a per-candidate numpy loop.
+
+  python bench/enroll_bench.py [--heads=500,5000,20000] [--new=10,1000]
+
+Both methods score the same inputs (N new annotators x K enrollment clips,
+A candidate heads, D dims, H features). The loop is the straightforward
+implementation: for each head, predict every annotator's clips, then the
+summed per-dimension CCC. Each (method, A, N) runs in its own subprocess so
+peak memory is that method's alone: the rise of peak RSS above the RSS
+before a call, measured after the warm-up call (peak reset via
+/proc/self/clear_refs), so it is the steady-state working memory. Times are the best of --repeats
+after one warm-up call (the batched call's compile is reported separately).
+Prints a markdown table; scores of both methods are checked to agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _rss_mib() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_mib() -> float:
+  with open("/proc/self/status") as f:
+    return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def _reset_peak() -> None:
+  # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current.
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+
+
+def make_inputs(n, a, k, d, h, seed=0):
+  rng = np.random.default_rng(seed)
+  z = rng.standard_normal((n, k, d, h), dtype=np.float32)
+  kernel = rng.standard_normal((a, d, h), dtype=np.float32) / np.sqrt(h)
+  bias = rng.standard_normal((a, d), dtype=np.float32) * 0.1
+  sizes = rng.integers(max(2, k // 2), k + 1, n)  # variable enrollment sizes
+  mask = (np.arange(k)[None] < sizes[:, None]).astype(np.float32)
+  y = rng.standard_normal((n, k, d), dtype=np.float32)
+  return z, y, mask, kernel, bias
+
+
+def loop_scores(z, y, mask, kernel, bias):
+  """One head at a time, numpy: the baseline."""
+  n, k, d, h = z.shape
+  out = np.empty((n, len(kernel)), np.float32)
+  zf = z.transpose(2, 0, 1, 3).reshape(d, n * k, h)  # one matmul per dim
+  cnt = mask.sum(1)
+  for a in range(len(kernel)):
+    p = np.stack([zf[j] @ kernel[a, j] for j in range(d)], -1).reshape(
+        n, k, d) + bias[a]
+    m = mask[..., None]
+    mp = (m * p).sum(1) / cnt[:, None]
+    my = (m * y).sum(1) / cnt[:, None]
+    dp, dy = m * (p - mp[:, None]), m * (y - my[:, None])
+    cov = (dp * dy).sum(1) / cnt[:, None]
+    vp = (dp * dp).sum(1) / cnt[:, None]
+    vy = (dy * dy).sum(1) / cnt[:, None]
+    out[:, a] = (2 * cov / (vp + vy + (mp - my) ** 2 + 1e-8)).sum(-1)
+  return out
+
+
+def child(method, n, a, k, d, h, repeats, loop_heads):
+  z, y, mask, kernel, bias = make_inputs(n, a, k, d, h)
+  scale = 1.0
+  if method == "loop" and loop_heads and a > loop_heads:
+    # The loop's cost is exactly linear in A (one head at a time): time the
+    # first loop_heads heads and scale; the table marks these with '*'.
+    scale = a / loop_heads
+    kernel, bias = kernel[:loop_heads], bias[:loop_heads]
+  if method == "batched":
+    import jax
+    from annojax import enroll
+    args = [jax.device_put(x) for x in (z, y, mask, kernel, bias)]
+    jax.block_until_ready(args)
+    run = lambda: np.asarray(enroll.score_heads(*args))
+  else:
+    run = lambda: loop_scores(z, y, mask, kernel, bias)
+  first = 0.0
+  if method == "batched":  # warm-up: the batched call compiles here
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+  _reset_peak()
+  base = _rss_mib()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    scores = run()
+    times.append(time.perf_counter() - t0)
+  device = "cpu"
+  if method == "batched":
+    import jax
+    device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
+  return {"method": method, "n": n, "a": a, "seconds": min(times) * scale,
+          "extrapolated": scale != 1.0,
+          "first_call": first, "peak_mib": max(0.0, _peak_mib() - base),
+          "checksum": scores[:3, :50].tolist(), "device": device}
+
+
+def run_child(method, n, a, args):
+  cmd = [sys.executable, __file__, "--child", method, "--n", str(n),
+         "--a", str(a), "--k", str(args.k), "--d", str(args.d),
+         "--h", str(args.h), "--repeats",
+         str(args.repeats if method == "batched" or a * n < 5e6 else 1),
+         "--loop-heads", str(args.loop_heads)]
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--heads", default="500,5000,20000")
+  p.add_argument("--new", default="10,1000")
+  p.add_argument("--k", type=int, default=30, help="max enrollment clips")
+  p.add_argument("--d", type=int, default=2, help="emotion dimensions")
+  p.add_argument("--h", type=int, default=256, help="features per dim")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--loop-heads", type=int, default=2000,
+                 help="time the loop on this many heads when N * A is large "
+                 "and scale linearly (0 = always the full loop)")
+  p.add_argument("--child")
+  p.add_argument("--n", type=int)
+  p.add_argument("--a", type=int)
+  args = p.parse_args()
+  if args.child:
+    print(json.dumps(child(args.child, args.n, args.a, args.k, args.d, args.h,
+                           args.repeats,
+                           args.loop_heads if args.n * args.a > 5e6 else 0)))
+    return
+  rows = []
+  print(f"K={args.k} enrollment clips (variable, padded), D={args.d}, "
+        f"H={args.h}, {os.cpu_count()} CPU cores\n")
+  print("| N new | A heads | batched s | loop s | speed-up | batched peak MiB"
+        " | loop peak MiB | batched compile+first s | device |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for n in [int(x) for x in args.new.split(",")]:
+    for a in [int(x) for x in args.heads.split(",")]:
+      b = run_child("batched", n, a, args)
+      l = run_child("loop", n, a, args)
+      np.testing.assert_allclose(b["checksum"], l["checksum"], rtol=2e-3,
+                                 atol=2e-3)
+      rows.append((b, l))
+      star = "*" if l["extrapolated"] else ""
+      print(f"| {n} | {a} | {b['seconds']:.4f} | {l['seconds']:.3f}{star} | "
+            f"{l['seconds'] / b['seconds']:.1f}x | {b['peak_mib']:.0f} | "
+            f"{l['peak_mib']:.0f} | {b['first_call']:.2f} | {b['device']} |",
+            flush=True)
+  print(f"\n* loop timed on its first {args.loop_heads} heads and scaled by "
+        "A / that (its cost is linear in A).")
+  # Growth: time per (N * A) unit for the batched call.
+  print("\nbatched seconds per million (annotator, head) pairs:")
+  for b, _ in rows:
+    print(f"  N={b['n']:5d} A={b['a']:6d}: "
+          f"{b['seconds'] / (b['n'] * b['a']) * 1e6:.3f}")
+
+
+if __name__ == "__main__":
+  main()
