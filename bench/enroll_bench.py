@@ -101,14 +101,19 @@ def child(method, n, a, k, d, h, repeats, loop_heads):
     t0 = time.perf_counter()
     scores = run()
     times.append(time.perf_counter() - t0)
-  device = "cpu"
+  device, device_peak = "cpu", None
   if method == "batched":
     import jax
-    device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
+    dev = jax.devices()[0]
+    device = f"{dev.platform}:{dev.device_kind}"
+    stats = dev.memory_stats() if dev.platform != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:  # accelerator memory
+      device_peak = stats["peak_bytes_in_use"] / 2 ** 20
   return {"method": method, "n": n, "a": a, "seconds": min(times) * scale,
           "extrapolated": scale != 1.0,
           "first_call": first, "peak_mib": max(0.0, _peak_mib() - base),
-          "checksum": scores[:3, :50].tolist(), "device": device}
+          "checksum": scores[:3, :50].tolist(), "device": device,
+          "device_peak_mib": device_peak}
 
 
 def run_child(method, n, a, args):
@@ -159,8 +164,10 @@ def main():
                                  atol=2e-3)
       rows.append((b, l))
       star = "*" if l["extrapolated"] else ""
+      dev_peak = (f" (+{b['device_peak_mib']:.0f} on device)"
+                  if b["device_peak_mib"] is not None else "")
       print(f"| {n} | {a} | {b['seconds']:.4f} | {l['seconds']:.3f}{star} | "
-            f"{l['seconds'] / b['seconds']:.1f}x | {b['peak_mib']:.0f} | "
+            f"{l['seconds'] / b['seconds']:.1f}x | {b['peak_mib']:.0f}{dev_peak} | "
             f"{l['peak_mib']:.0f} | {b['first_call']:.2f} | {b['device']} |",
             flush=True)
   print(f"\n* loop timed on its first {args.loop_heads} heads and scaled by "
