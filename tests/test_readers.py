@@ -161,7 +161,8 @@ def test_reader_registry_joins_embeddings(tmp_path):
            embeddings=np.eye(3, 4, dtype=np.float32))
   spec = ml_collections.ConfigDict(dict(
       name="improv", reader="msp_improv", path=str(tmp_path),
-      embeddings=str(tmp_path / "emb.npz"), options={}))
+      embeddings=str(tmp_path / "emb.npz"),
+      dims=("activation", "valence", "dominance"), options={}))
   c = readers.load(spec)
   assert list(c.clips) == ids[:2]  # the unrated clip is left out
   assert list(c.speakers) == ["F01", "M02"]
@@ -194,3 +195,22 @@ def test_real_crema_d_responses():
   t = crema_d.read(os.path.join(REAL, "crema_d"))
   assert len(np.unique(t.annotator)) > 1000
   assert len(np.unique(t.speaker)) == 91
+
+
+def test_reader_keeps_the_configured_dims(tmp_path):
+  (tmp_path / "Evalution.txt").write_text(MSP_IMPROV_TXT)
+  np.savez(tmp_path / "emb.npz",
+           clip_ids=np.array(["MSP-IMPROV-S01A-F01-R-FM01",
+                              "MSP-IMPROV-S02B-M02-T-MF05"]),
+           embeddings=np.eye(2, 4, dtype=np.float32))
+  spec = ml_collections.ConfigDict(dict(
+      name="improv", reader="msp_improv", path=str(tmp_path),
+      embeddings=str(tmp_path / "emb.npz"), dims=("valence", "activation"),
+      options={}))
+  c = readers.load(spec)
+  assert c.dims == ("valence", "activation")
+  v, _ = _row(c.ratings, "MSP-IMPROV-S01A-F01-R-FM01", "mturk_1")
+  np.testing.assert_allclose(v, [0.5, 1.0])
+  spec.dims = ("activation", "pleasure")
+  with pytest.raises(ratings_lib.RatingsError, match="no dimension.*pleasure"):
+    readers.load(spec)

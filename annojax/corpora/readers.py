@@ -2,7 +2,11 @@
 
   config.data.corpus = "files"
   config.data.files.source = dict(name=..., reader="msp_podcast",
-                                  path=<labels dir>, embeddings=<.npz>)
+                                  path=<labels dir>, embeddings=<.npz>,
+                                  dims=("activation", "valence"))
+
+Dimensional readers return every attribute their corpus has; `dims` keeps
+those a run uses (source and target must agree).
 
 Readers (each module documents the distributed format it reads):
   generic      long CSV: clip, annotator, speaker, <dims> (generic_csv.py)
@@ -14,6 +18,8 @@ Readers (each module documents the distributed format it reads):
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from absl import logging
 import numpy as np
@@ -66,8 +72,24 @@ def join(name: str, table: ratings_lib.Ratings,
       embeddings=emb[rated], ratings=table)
 
 
+def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
+  """Keeps `dims` (in that order), so corpora with different attribute sets
+  (MuSE has no dominance) share the dimensions of a cross-corpus run."""
+  missing = [d for d in dims if d not in table.dims]
+  if missing:
+    raise ratings_lib.RatingsError(
+        f"{table.source}: no dimension(s) {missing}; it has {table.dims}")
+  idx = [table.dims.index(d) for d in dims]
+  return dataclasses.replace(table, values=table.values[:, idx],
+                             dims=tuple(dims))
+
+
 def load(spec) -> corpus_lib.Corpus:
+  """Reads and joins one corpus; dimensional readers keep spec.dims."""
   if spec.reader == "generic":  # errors can name the CSV line
     return generic_csv.load(spec.name, spec.path, spec.embeddings,
                             tuple(spec.dims), tuple(spec.scale))
-  return join(spec.name, read(spec), spec.embeddings)
+  table = read(spec)
+  if spec.reader not in CATEGORICAL:
+    table = select_dims(table, tuple(spec.dims))
+  return join(spec.name, table, spec.embeddings)
