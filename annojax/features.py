@@ -146,6 +146,9 @@ def extract(paths: list[str], out_path: str, *, workers: int = 1,
   ids, embs = _read_parts(parts_dir)
   keep = set(_clip_id(p) for p in paths)
   rows = [i for i, c in enumerate(ids) if c in keep]
+  if not rows:
+    raise FeatureError(f"no clip could be embedded ({len(errors)} failed, "
+                       f"listed in {out_path}.errors.tsv)")
   np.savez(out_path, clip_ids=np.array([ids[i] for i in rows]),
            embeddings=np.stack([embs[i] for i in rows]))
   logging.info("features: %d clips x %d -> %s", len(rows), len(embs[0]),
