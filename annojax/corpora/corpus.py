@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
 import numpy as np
 
 from annojax.corpora import ratings as ratings_lib
@@ -40,3 +41,22 @@ class Corpus:
   @property
   def dims(self) -> tuple[str, ...]:
     return self.ratings.dims
+
+
+def join(name: str, table: ratings_lib.Ratings, ids: np.ndarray,
+         embeddings: np.ndarray, row_offset: int = 0,
+         row_word: str = "row") -> Corpus:
+  """Validates a ratings table against clip embeddings and keeps the rated
+  clips: a rated clip without an embedding is an error (validate names its
+  row/line), an embedded clip nobody rated is left out and counted."""
+  table = ratings_lib.validate(table, known_clips=ids, row_offset=row_offset,
+                               row_word=row_word)
+  rated = np.isin(ids, table.clip)
+  if (~rated).any():
+    logging.info("%s: %d of %d embedded clips have no rating", name,
+                 int((~rated).sum()), len(ids))
+  speaker = dict(zip(table.clip, table.speaker))
+  ids = ids[rated]
+  return Corpus(name=name, clips=ids,
+                speakers=np.array([speaker[c] for c in ids]),
+                embeddings=embeddings[rated], ratings=table)

@@ -92,14 +92,7 @@ def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
 def load(name: str, ratings_path: str, embeddings_path: str, dims,
          scale=(-1.0, 1.0)) -> corpus_lib.Corpus:
   """Reads, validates and joins a ratings CSV with an embedding file."""
-  table = read_ratings(ratings_path, dims, scale)
-  ids, emb = read_embeddings(embeddings_path)
   # Row offset 2: line 1 is the header, rows are 0-based.
-  table = ratings_lib.validate(table, known_clips=ids, row_offset=2,
-                               row_word="line")
-  rated = np.isin(ids, table.clip)
-  spk = dict(zip(table.clip, table.speaker))
-  ids = ids[rated]
-  return corpus_lib.Corpus(
-      name=name, clips=ids, speakers=np.array([spk[c] for c in ids]),
-      embeddings=emb[rated], ratings=table)
+  return corpus_lib.join(name, read_ratings(ratings_path, dims, scale),
+                         *read_embeddings(embeddings_path), row_offset=2,
+                         row_word="line")

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from absl import logging
-import numpy as np
-
 from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import crema_d
 from annojax.corpora import generic_csv
@@ -55,23 +52,6 @@ def read(spec) -> ratings_lib.Ratings:
   return READERS[spec.reader](spec)
 
 
-def join(name: str, table: ratings_lib.Ratings,
-         embeddings_path: str) -> corpus_lib.Corpus:
-  """Keeps rated clips that have embeddings; a rated clip without one is an
-  error (validate names it), an embedding never rated is logged."""
-  ids, emb = generic_csv.read_embeddings(embeddings_path)
-  table = ratings_lib.validate(table, known_clips=ids)
-  rated = np.isin(ids, table.clip)
-  if (~rated).any():
-    logging.info("%s: %d of %d embedded clips have no rating", name,
-                 int((~rated).sum()), len(ids))
-  spk = dict(zip(table.clip, table.speaker))
-  ids = ids[rated]
-  return corpus_lib.Corpus(
-      name=name, clips=ids, speakers=np.array([spk[c] for c in ids]),
-      embeddings=emb[rated], ratings=table)
-
-
 def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
   """Keeps `dims` (in that order), so corpora with different attribute sets
   (MuSE has no dominance) share the dimensions of a cross-corpus run."""
@@ -92,4 +72,5 @@ def load(spec) -> corpus_lib.Corpus:
   table = read(spec)
   if spec.reader not in CATEGORICAL:
     table = select_dims(table, tuple(spec.dims))
-  return join(spec.name, table, spec.embeddings)
+  return corpus_lib.join(spec.name, table,
+                         *generic_csv.read_embeddings(spec.embeddings))
