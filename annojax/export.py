@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from annojax import losses
 from annojax import models
 from annojax import train
 from annojax.data import pipeline
@@ -38,6 +39,10 @@ class Bundle:
   @property
   def dims(self) -> tuple[str, ...]:
     return tuple(self.info["dims"])
+
+  @property
+  def categorical(self) -> bool:
+    return self.info.get("task") == "categorical"
 
   @property
   def annotator_ids(self) -> np.ndarray:
@@ -65,6 +70,9 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
       "annotator_types": (None if meta.annotator_types is None
                           else np.asarray(meta.annotator_types).tolist()),
       "embedding_dim": meta.embedding_dim,
+      # categorical: dims are classes and the heads output their logits.
+      "task": ("categorical" if config.train.loss in losses.CATEGORICAL
+               else "dimensional"),
       "model": {"hidden": config.model.hidden,
                 "dropout": config.model.dropout},
       "features": {"corpus": config.data.corpus,

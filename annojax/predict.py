@@ -8,6 +8,10 @@ predict: a mapping + embeddings of new clips -> <workdir>/predict/
   predictions.csv: one row per (clip, annotator) with each dimension in
   [-1, 1] and, as `<dim>_scaled`, on config.predict.scale (the scale the
   enrollment ratings were given on).
+Categorical bundles (e.g. CREMA-D): the enrollment CSV has columns clip,
+  annotator, label (a class name of the bundle), scored by
+  config.predict.score = loglik or agreement; predictions are the class
+  probabilities of each annotator's head and the top class.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from annojax import enroll as enroll_lib
 from annojax import export
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
+from annojax.corpora import rows as rows_lib
 
 
 def _bundle_path(config, workdir):
@@ -36,6 +41,27 @@ def _embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
   return generic_csv.read_embeddings(path)
 
 
+def read_labels(path: str, classes) -> ratings_lib.Ratings:
+  """Categorical enrollment CSV: clip, annotator, label (one of `classes`)
+  -> one-hot rows on [-1, 1], as the categorical readers produce."""
+  with open(path, newline="") as f:
+    r = csv.DictReader(f)
+    rows_lib.require_columns(r.fieldnames, ["clip", "annotator", "label"],
+                             path)
+    clip, ann, values = [], [], []
+    for line, row in enumerate(r, start=2):
+      label = (row["label"] or "").strip()
+      if label not in classes:
+        raise ratings_lib.RatingsError(
+            f"{path}: line {line}: label {label!r} is not one of {classes}")
+      clip.append(row["clip"].strip())
+      ann.append(row["annotator"].strip())
+      values.append(np.where(np.arange(len(classes)) == classes.index(label),
+                             1.0, -1.0))
+  return ratings_lib.make_ratings(clip, ann, [""] * len(clip), values,
+                                  classes, source=path)
+
+
 def run_enroll(config, workdir: str) -> dict:
   """Maps every annotator of config.predict.ratings to pre-trained heads."""
   p = config.predict
@@ -43,8 +69,15 @@ def run_enroll(config, workdir: str) -> dict:
   if not p.ratings:
     raise ValueError("set --config.predict.ratings to the enrollment ratings "
                      "CSV (clip, annotator, " + ", ".join(bundle.dims) + ")")
-  table = generic_csv.read_ratings(p.ratings, bundle.dims, tuple(p.scale),
-                                   speaker_optional=True)
+  if bundle.categorical:
+    if p.score not in enroll_lib.CATEGORICAL_SCORES:
+      raise ValueError(f"this bundle's heads are categorical: set "
+                       f"--config.predict.score to one of "
+                       f"{enroll_lib.CATEGORICAL_SCORES}, not {p.score!r}")
+    table = read_labels(p.ratings, bundle.dims)
+  else:
+    table = generic_csv.read_ratings(p.ratings, bundle.dims, tuple(p.scale),
+                                     speaker_optional=True)
   ids, emb = _embeddings(p.embeddings)
   table = ratings_lib.validate(table, known_clips=ids, row_offset=2,
                                row_word="line")
@@ -117,8 +150,11 @@ def run_predict(config, workdir: str) -> str:
   path = os.path.join(out_dir, "predictions.csv")
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["clip", "annotator", *bundle.dims,
-                *[f"{d}_scaled" for d in bundle.dims]])
+    if bundle.categorical:  # class probabilities and the top class
+      w.writerow(["clip", "annotator", *bundle.dims, "label"])
+    else:
+      w.writerow(["clip", "annotator", *bundle.dims,
+                  *[f"{d}_scaled" for d in bundle.dims]])
     for name in names:
       m = mapping["annotators"][name]
       idx = np.asarray(m["head_index"])
@@ -131,6 +167,13 @@ def run_predict(config, workdir: str) -> str:
       k = (wts[:, None, None] * kernel[idx]).sum(0)
       b = (wts[:, None] * bias[idx]).sum(0)
       pred = np.einsum("cdh,dh->cd", z, k) + b
+      if bundle.categorical:
+        prob = np.exp(pred - pred.max(1, keepdims=True))
+        prob /= prob.sum(1, keepdims=True)
+        top = np.asarray(bundle.dims)[prob.argmax(1)]
+        for c, row, t in zip(ids, prob, top):
+          w.writerow([c, name, *[f"{v:.6g}" for v in row], t])
+        continue
       scaled = lo + (pred + 1) * (hi - lo) / 2
       for c, row, srow in zip(ids, pred, scaled):
         w.writerow([c, name, *[f"{v:.6g}" for v in row],

@@ -25,6 +25,7 @@ def get_config():
   config.data.min_ratings = 20
   config.train.loss = "xent"  # per-rater softmax, masked cross-entropy
   config.eval.score = "loglik"  # or "agreement"
+  config.predict.score = "loglik"  # --mode=enroll: CSV clip,annotator,label
   config.optim.name = "adam"
   config.optim.learning_rate = 1e-3
   return config

@@ -5,12 +5,16 @@ Raters come in 3 "types", each favouring one emotion on ambiguous clips, so
 a new rater is best predicted by a pre-trained head of their own type.
 """
 
+import csv
+
 import numpy as np
 import pytest
 
+from annojax import export
 from annojax import jobs
 from annojax import losses
 from annojax.corpora import crema_d
+from annojax.corpora import generic_csv
 from tests.test_readers import CREMA_HEADER
 
 
@@ -83,6 +87,38 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   assert agree["most_similar@all"] > agree["aggregate"]
   assert ll["most_similar@all"] > ll["random_head"]
   assert agree["oracle"] >= agree["most_similar@all"] - 0.02
-  # Every new rater is disjoint from the pre-training population.
-  new = [r for r in types if crema_d.rater_group(r) == "new"]
-  assert new and all(crema_d.rater_group(r) == "new" for r in new)
+  # The exported bundle serves --mode=enroll/predict for categorical heads:
+  # a rater who labels like pre-trained head j maps to a head of j's type.
+  b = export.load(str(tmp_path / "work" / "export"))
+  assert b.categorical and b.dims == crema_d.DIMS
+  assert all(crema_d.rater_group(a) == "pretrain" for a in b.annotator_ids)
+  ids, emb = generic_csv.read_embeddings(str(tmp_path / "emb.npz"))
+  kernel, bias = b.heads()
+  rows = ["clip,annotator,label"]
+  for j in (0, 1, 2):
+    logits = np.einsum("cdh,dh->cd", b.features(emb[:60]), kernel[j]) + bias[j]
+    rows += [f"{c},like_{j},{crema_d.DIMS[k]}"
+             for c, k in zip(ids[:60], logits.argmax(1))]
+  (tmp_path / "enroll.csv").write_text("\n".join(rows) + "\n")
+  c.predict.bundle = str(tmp_path / "work" / "export")
+  c.predict.embeddings = str(tmp_path / "emb.npz")
+  c.predict.ratings = str(tmp_path / "enroll.csv")
+  c.predict.score = "loglik"
+  c.mode = "enroll"
+  mapping = jobs.run(c, str(tmp_path / "new"))["mapping"]["annotators"]
+  for j in (0, 1, 2):
+    chosen = mapping[f"like_{j}"]["heads"][0]
+    assert types[chosen] == types[b.annotator_ids[j]]
+  c.mode = "predict"
+  path = jobs.run(c, str(tmp_path / "new"))["predictions"]
+  with open(path) as f:
+    pred = list(csv.DictReader(f))
+  assert len(pred) == 3 * len(ids)
+  probs = np.array([[float(r[d]) for d in crema_d.DIMS] for r in pred])
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-4)
+  assert all(r["label"] == crema_d.DIMS[int(np.argmax(p))]
+             for r, p in zip(pred, probs))
+  c.predict.score = "ccc"
+  c.mode = "enroll"
+  with pytest.raises(ValueError, match="heads are categorical"):
+    jobs.run(c, str(tmp_path / "new2"))
