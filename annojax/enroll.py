@@ -157,13 +157,18 @@ class Mapping:
   margin: np.ndarray
 
   def head_params(self, kernel, bias) -> tuple[np.ndarray, np.ndarray]:
-    """The new annotators' heads: weighted mean of the selected heads.
+    """The new annotators' heads [N, D, H], [N, D] (see combine_heads)."""
+    return combine_heads(self.heads, self.weights, kernel, bias)
 
-    Heads are linear in z, so averaging weights = averaging predictions.
-    """
-    w = self.weights[..., None, None]
-    return ((w * kernel[self.heads]).sum(1),
-            (self.weights[..., None] * bias[self.heads]).sum(1))
+
+def combine_heads(heads, weights, kernel, bias
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Weighted mean of selected heads: heads/weights [..., k] -> kernel
+  [..., D, H], bias [..., D]. Heads are linear in z, so averaging their
+  weights = averaging their predictions."""
+  weights = np.asarray(weights)
+  return ((weights[..., None, None] * kernel[heads]).sum(-3),
+          (weights[..., None] * bias[heads]).sum(-2))
 
 
 def select(scores, top_k: int = 1, weighted: bool = False) -> Mapping:

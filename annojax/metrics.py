@@ -78,9 +78,16 @@ def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
 
 def _per_annotator_mean(x, annotator) -> np.ndarray:
   """Mean of x over each annotator's pairs -> [annotators present]."""
-  ids, inv = np.unique(annotator, return_inverse=True)
-  return np.bincount(inv, weights=x, minlength=len(ids)) / np.bincount(
-      inv, minlength=len(ids))
+  ids, g = np.unique(annotator, return_inverse=True)
+  cnt, sums = _group_moments(np.asarray(x, np.float64)[:, None], g, len(ids))
+  return sums[:, 0] / cnt
+
+
+def log_softmax(logits) -> np.ndarray:
+  """Numerically stable log-softmax over the last axis (numpy, float64)."""
+  logits = np.asarray(logits, np.float64)
+  top = logits.max(-1, keepdims=True)
+  return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 
 
 def agreement_ind(logits, label, annotator) -> np.ndarray:
@@ -92,8 +99,6 @@ def agreement_ind(logits, label, annotator) -> np.ndarray:
 
 def loglik_ind(logits, label, annotator) -> np.ndarray:
   """Categorical: per annotator, mean log-probability of their choices."""
-  logits = np.asarray(logits, np.float64)
-  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
-      -1, keepdims=True)) - logits.max(-1, keepdims=True)
   target = (np.asarray(label) + 1.0) / 2.0
-  return _per_annotator_mean((target * logp).sum(-1), annotator)
+  return _per_annotator_mean((target * log_softmax(logits)).sum(-1),
+                             annotator)

@@ -25,6 +25,7 @@ import numpy as np
 
 from annojax import enroll as enroll_lib
 from annojax import export
+from annojax import metrics
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
@@ -163,18 +164,16 @@ def run_predict(config, workdir: str) -> str:
         raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
                          f"{m['heads']} that this bundle does not have in "
                          "that order; enroll again with this bundle")
-      wts = np.asarray(m["weights"], np.float32)
-      k = (wts[:, None, None] * kernel[idx]).sum(0)
-      b = (wts[:, None] * bias[idx]).sum(0)
+      k, b = enroll_lib.combine_heads(
+          idx, np.asarray(m["weights"], np.float32), kernel, bias)
       pred = np.einsum("cdh,dh->cd", z, k) + b
       if bundle.categorical:
-        prob = np.exp(pred - pred.max(1, keepdims=True))
-        prob /= prob.sum(1, keepdims=True)
+        prob = np.exp(metrics.log_softmax(pred))
         top = np.asarray(bundle.dims)[prob.argmax(1)]
         for c, row, t in zip(ids, prob, top):
           w.writerow([c, name, *[f"{v:.6g}" for v in row], t])
         continue
-      scaled = lo + (pred + 1) * (hi - lo) / 2
+      scaled = ratings_lib.unscale(pred, lo, hi)
       for c, row, srow in zip(ids, pred, scaled):
         w.writerow([c, name, *[f"{v:.6g}" for v in row],
                     *[f"{v:.6g}" for v in srow]])

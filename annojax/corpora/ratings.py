@@ -76,6 +76,11 @@ def rescale(values, low: float, high: float) -> np.ndarray:
   return (2.0 * (values - low) / (high - low) - 1.0).astype(np.float32)
 
 
+def unscale(values, low: float, high: float) -> np.ndarray:
+  """Inverse of `rescale`: [-1, 1] back to a [low, high] scale."""
+  return low + (np.asarray(values) + 1.0) * (high - low) / 2.0
+
+
 def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
              row_offset: int = 0, row_word: str = "row") -> Ratings:
   """Checks a table and resolves what has a documented resolution.
