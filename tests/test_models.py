@@ -46,3 +46,15 @@ def test_aggregate_is_one_head():
   ind = models.create_model(cfg, Meta, "individual")
   x = jnp.ones((3, 16))
   assert agg(x).shape == (3, 1, 2) and ind(x).shape == (3, 40, 2)
+
+
+def test_head_init_scale_is_one_over_sqrt_hidden():
+  """Each head's unit reads H features: lecun-normal fan-in H gives s.d.
+  1/sqrt(H) (0.0625 at H = 256), not 1/sqrt(D) = 0.71 for D = 2 dims."""
+  h = 256
+  m = models.Model(32, 2, 400, hidden=h, rngs=nnx.Rngs(0))
+  k = np.asarray(m.heads.kernel)  # [A, D, H]
+  np.testing.assert_allclose(k.std(), 1 / np.sqrt(h), rtol=0.05)
+  # Initial predictions then start on the scale of the [-1, 1] target.
+  x = jax.random.normal(jax.random.key(1), (64, 32))
+  assert float(jnp.std(m(x))) < 0.5
