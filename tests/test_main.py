@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from annojax.data import builder
 from annojax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +23,7 @@ def test_prepare_mode_with_override(tmp_path):
   root = tmp_path / "data" / "annojax_ratings"
   names = sorted(os.listdir(root))
   assert len(names) == 2
-  meta = pipeline.read_meta(str(root / names[0] / "1.0.0"))
+  meta = pipeline.read_meta(str(root / names[0] / builder.VERSION))
   assert meta.num_annotators <= 50  # the override reached the generator
 
 
@@ -30,3 +31,24 @@ def test_bad_mode_is_a_clear_error(tmp_path):
   r = _main(f"--workdir={tmp_path}", "--config.mode=trian")
   assert r.returncode != 0
   assert "unknown config.mode 'trian'" in r.stderr
+
+
+def test_local_launcher_runs_the_chosen_interpreter(tmp_path):
+  """launch/local.sh runs $PYTHON (else python3 on PATH), not whatever
+  `python` is first on PATH."""
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  marker = tmp_path / "wrong_python_ran"
+  for name in ("python", "python3"):
+    (fake / name).write_text(f"#!/bin/sh\ntouch {marker}\nexit 3\n")
+    (fake / name).chmod(0o755)
+  env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}",
+             PYTHON=sys.executable, JAX_PLATFORMS="cpu", ANNOJAX_PORT="1")
+  work = tmp_path / "w"
+  r = subprocess.run(["bash", "launch/local.sh", "1", "--config=configs/tiny.py",
+                      f"--workdir={work}", "--config.mode=trian"], cwd=ROOT,
+                     env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0  # the bad mode, reported by annojax itself
+  assert not marker.exists()
+  log = (work / "logs" / "process_0.log").read_text()
+  assert "unknown config.mode 'trian'" in log

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from annojax.corpora import crema_d
+from annojax.corpora import generic_csv
 from annojax.corpora import iemocap
 from annojax.corpora import msp_improv
 from annojax.corpora import msp_podcast
@@ -43,15 +44,19 @@ def test_iemocap(tmp_path, caplog):
   (d / "Ses01F_impro01.txt").write_text(IEMOCAP_TXT)
   t = iemocap.read(str(tmp_path))
   assert t.dims == ("activation", "valence", "dominance")
-  assert len(t) == 3  # the E4 line with an empty value is dropped
+  # The E4 line lacks valence only: kept with NaN there, dropped (with that
+  # reason) only where a run uses valence.
+  assert len(t) == 4
+  assert np.isnan(_row(t, "Ses01F_impro01_M001", "E4")[0][1])
+  assert len(readers.select_dims(t, ("activation", "dominance"))) == 4
+  assert len(readers.select_dims(t, ("activation", "valence"))) == 3
   v, spk = _row(t, "Ses01F_impro01_F000", "E3")
   np.testing.assert_allclose(v, [-0.5, 0.0, -0.5])  # act 2, val 3, dom 2
   assert spk == "Ses01_F"
   assert _row(t, "Ses01F_impro01_M001", "E3")[1] == "Ses01_M"
   np.testing.assert_allclose(_row(t, "Ses01F_impro01_F000", "F1")[0],
                              [1.0, -0.5, -1.0])
-  assert "dropped 1 rating(s): empty value" in (
-      caplog.text)
+  assert "dropped 1 rating(s) with no valence value" in caplog.text
   (d / "Ses01F_impro02.txt").write_text(
       "[1.0 - 2.0]\tSes01F_impro02_F000\tneu\t[2, 2, 2]\nA-E1:\tval 2; act 3;\t()\n")
   with pytest.raises(ratings_lib.RatingsError,
@@ -72,7 +77,8 @@ mturk_3; Angry; Angry; A:2.0; V:1.0; D:5.0; N:3.0;
 def test_msp_improv_reverses_activation(tmp_path):
   (tmp_path / "Evalution.txt").write_text(MSP_IMPROV_TXT)
   t = msp_improv.read(str(tmp_path))
-  assert len(t) == 3
+  assert len(t) == 4  # mturk_1's empty V on the 2nd clip is a missing value
+  assert np.isnan(_row(t, "MSP-IMPROV-S02B-M02-T-MF05", "mturk_1")[0][1])
   v, spk = _row(t, "MSP-IMPROV-S01A-F01-R-FM01", "mturk_1")
   # Questionnaire A:1 = very active -> activation 5 -> +1 on [-1, 1].
   np.testing.assert_allclose(v, [1.0, 0.5, -0.5])
@@ -96,7 +102,9 @@ def test_msp_podcast(tmp_path):
       "MSP-PODCAST_0001_0008.wav,WORKER0002,N,,4,4\n"
       "MSP-PODCAST_0002_0010.wav,WORKER0001,H,7,6,4\n")
   t = msp_podcast.read(str(tmp_path))
-  assert len(t) == 2
+  assert len(t) == 3  # WORKER0002 lacks EmoAct only
+  assert len(readers.select_dims(t, ("valence", "dominance"))) == 3
+  assert len(readers.select_dims(t, ("activation", "valence"))) == 2
   v, spk = _row(t, "MSP-PODCAST_0001_0008", "WORKER0001")
   np.testing.assert_allclose(v, [0.0, -1.0, 1.0])
   assert spk == "127"
@@ -214,3 +222,54 @@ def test_reader_keeps_the_configured_dims(tmp_path):
   spec.dims = ("activation", "pleasure")
   with pytest.raises(ratings_lib.RatingsError, match="no dimension.*pleasure"):
     readers.load(spec)
+
+
+def test_missing_value_in_an_unused_dimension_keeps_the_rating(
+    tmp_path, caplog):
+  """MSP-IMPROV writes `D:NaN`; a run on activation/valence keeps the line,
+  a run on dominance drops it, logged as a missing dominance value."""
+  (tmp_path / "Evalution.txt").write_text(
+      "UTD-IMPROV-S01A-F01-R-FM01.avi; N; A:3.0; V:3.0; D:3.0; N:4.0;\n"
+      "mturk_1; Neutral; Neutral; A:2.0; V:4.0; D:NaN; N:4.0;\n"
+      "mturk_2; Happy; Happy; A:5.0; V:5.0; D:3.0; N:5.0;\n")
+  emb = tmp_path / "emb.npz"
+  np.savez(emb, clip_ids=np.array(["MSP-IMPROV-S01A-F01-R-FM01"]),
+           embeddings=np.ones((1, 3), np.float32))
+
+  def load(dims):
+    return readers.load(ml_collections.ConfigDict(dict(
+        name="improv", reader="msp_improv", path=str(tmp_path),
+        embeddings=str(emb), dims=dims, options={})))
+  av = load(("activation", "valence"))
+  assert sorted(av.ratings.annotator) == ["mturk_1", "mturk_2"]
+  np.testing.assert_allclose(
+      av.ratings.values[av.ratings.annotator == "mturk_1"][0], [0.5, 0.5])
+  assert "outside" not in caplog.text
+  dom = load(("activation", "dominance"))
+  assert list(dom.ratings.annotator) == ["mturk_2"]
+  assert "dropped 1 rating(s) with no dominance value" in caplog.text
+
+
+def _generic(tmp_path, body, scale=(1.0, 7.0)):
+  p = tmp_path / "r.csv"
+  p.write_text("clip,annotator,speaker,activation,valence\n" + body)
+  return generic_csv.read_ratings(str(p), ("activation", "valence"), scale)
+
+
+def test_generic_csv_reports_the_files_own_value_out_of_scale(tmp_path):
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"r.csv: line 3: valence=9 is outside the scale "
+                           r"\[1, 7\]"):
+    _generic(tmp_path, "c1,a,s,4,4\nc2,a,s,4,9\n")
+
+
+def test_generic_csv_rejects_a_row_with_extra_fields(tmp_path):
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"r.csv: line 3: 6 fields, the header has 5"):
+    _generic(tmp_path, "c1,a,s,4,4\nc2,a,s,4,4,5\n")
+
+
+def test_generic_csv_header_only_names_the_file(tmp_path):
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"r.csv: no rating rows \(only a header\)"):
+    _generic(tmp_path, "")

@@ -4,7 +4,9 @@ Ratings CSV: a header, then one row per (clip, annotator) rating.
   Required columns: clip, annotator, speaker, and one column per dimension
   (names given by the caller, e.g. activation, valence). Ratings are on
   [scale_low, scale_high] and are rescaled to [-1, 1]. Extra columns are
-  ignored. Errors name the file and the 1-based line.
+  ignored; a row with more fields than the header, a value outside the
+  scale (reported as written in the file) and a file without rows are
+  errors. Errors name the file and the 1-based line.
 Embeddings: .npz with arrays `clip_ids` [C] and `embeddings` [C, F], or a
   .npy of a dict {clip id: vector}.
 """
@@ -41,12 +43,20 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
           f"{path}: missing column(s) {missing}; header is {header}")
     cols = {c: [] for c in required}
     for line, row in enumerate(reader, start=2):
+      if None in row:  # csv puts surplus fields under the key None
+        raise ratings_lib.RatingsError(
+            f"{path}: line {line}: {len(header) + len(row[None])} fields, "
+            f"the header has {len(header)} ({header}); extra "
+            f"{row[None]}")
       for c in required:
         v = row[c]
         if v is None:
           raise ratings_lib.RatingsError(f"{path}: line {line}: row is short, "
                                          f"no value for {c!r}")
         cols[c].append(v)
+  if not cols["clip"]:
+    raise ratings_lib.RatingsError(f"{path}: no rating rows (only a header)")
+  lo, hi = scale
   values = np.empty((len(cols["clip"]), len(dims)), np.float32)
   for j, d in enumerate(dims):
     for i, v in enumerate(cols[d]):
@@ -55,6 +65,11 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
       except ValueError:
         raise ratings_lib.RatingsError(
             f"{path}: line {i + 2}: {d}={v!r} is not a number") from None
+      if not lo - 1e-9 <= values[i, j] <= hi + 1e-9 and np.isfinite(
+          values[i, j]):
+        raise ratings_lib.RatingsError(
+            f"{path}: line {i + 2}: {d}={v.strip()} is outside the scale "
+            f"[{lo:g}, {hi:g}] (config scale=(low, high))")
   speakers = [""] * len(cols["clip"]) if no_speaker else cols["speaker"]
   return ratings_lib.make_ratings(
       cols["clip"], cols["annotator"], speakers,

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
+import numpy as np
+
 from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import crema_d
 from annojax.corpora import generic_csv
@@ -60,8 +63,21 @@ def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
     raise ratings_lib.RatingsError(
         f"{table.source}: no dimension(s) {missing}; it has {table.dims}")
   idx = [table.dims.index(d) for d in dims]
-  return dataclasses.replace(table, values=table.values[:, idx],
-                             dims=tuple(dims))
+  table = dataclasses.replace(table, values=table.values[:, idx],
+                              dims=tuple(dims))
+  # A rating missing a dimension the run uses is dropped (counted per
+  # dimension); one missing only an unused dimension is kept.
+  missing = np.isnan(table.values)
+  if missing.any():
+    for d, n in zip(dims, missing.sum(0)):
+      if n:
+        logging.warning("%s: dropped %d rating(s) with no %s value",
+                        table.source, n, d)
+    table = table.select(~missing.any(1))
+    if not len(table):
+      raise ratings_lib.RatingsError(
+          f"{table.source}: no rating has every dimension of {dims}")
+  return table
 
 
 def load(spec) -> corpus_lib.Corpus:

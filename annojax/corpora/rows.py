@@ -30,17 +30,23 @@ class Rows:
 
   def add_raw(self, clip, annotator, speaker, raw, where: str,
               transform=None) -> bool:
-    """Adds a row from the values' text, on the corpus scale; an empty value
-    or one outside the scale is a counted drop, non-numeric text an error
-    naming `where`. `transform` maps the checked values (e.g. to reverse a
-    scale). Returns whether the row was kept."""
+    """Adds a row from the values' text, on the corpus scale.
+
+    An empty or "NaN" value is a MISSING value, kept as NaN: the row stays,
+    and readers.select_dims drops it only if a run uses that dimension
+    (MSP-IMPROV's `D:NaN` must not cost the activation and valence
+    ratings). A row with no value at all, or a value outside the scale, is
+    a counted drop; non-numeric text is an error naming `where`.
+    `transform` maps the checked values (e.g. to reverse a scale). Returns
+    whether the row was kept."""
     raw = [(x or "").strip() for x in raw]
-    if not all(raw):
-      self.drop("empty value")
+    vals = [np.nan if x == "" or x.lower() == "nan" else number(x, where)
+            for x in raw]
+    if all(np.isnan(v) for v in vals):
+      self.drop("no value in any dimension")
       return False
-    vals = [number(x, where) for x in raw]
     lo, hi = self.scale
-    if not all(lo <= v <= hi for v in vals):
+    if not all(np.isnan(v) or lo <= v <= hi for v in vals):
       self.drop(f"value outside the {lo:g}-{hi:g} scale")
       return False
     self.add(clip, annotator, speaker, transform(vals) if transform else vals)
@@ -56,6 +62,10 @@ class Rows:
       raise ratings_lib.RatingsError(
           f"{self.source}: no usable ratings (drops: {dict(self.drops)})")
     values = np.asarray(self.values, np.float32).reshape(-1, len(self.dims))
+    for d, n in zip(self.dims, np.isnan(values).sum(0)):
+      if n:
+        logging.info("%s: %d rating(s) have no %s value (kept; dropped only "
+                     "where a run uses %s)", self.source, n, d, d)
     return ratings_lib.make_ratings(
         self.clip, self.annotator, self.speaker,
         ratings_lib.rescale(values, *self.scale), self.dims,
