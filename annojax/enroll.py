@@ -13,7 +13,14 @@ Heads are processed in chunks inside the compiled call (lax.map), so memory
 is bounded by N * chunk * K * D rather than N * A * K * D: A = 20,000 heads
 and N = 1,000 annotators fit in a few GiB. An annotator with exactly one
 enrollment clip is scored by the negative absolute error (CCC is undefined on
-one point), per METHOD.md.
+one point), per METHOD.md. Constant enrollment ratings in a dimension (same
+value on every clip) leave CCC/Pearson 0 for every head there, so the choice
+would fall to float noise; that dimension's term becomes the negative RMSE
+of the head on those clips instead (the head closest to that constant wins),
+and the mapping flags it (Mapping.constant).
+
+N and K are padded up to powers of two (masked rows / clips), so the
+protocol's many (fold, enrollment size) calls share a few compilations.
 """
 
 from __future__ import annotations
@@ -32,6 +39,14 @@ SCORES = ("ccc", "pearson", "mse", "loglik", "agreement")
 CATEGORICAL_SCORES = ("loglik", "agreement")
 # Budget for one chunk's predictions, in floats (~512 MiB of float32).
 _CHUNK_FLOATS = 2 ** 27
+# Enrollment ratings whose variance is below this in a dimension count as
+# constant there (see the module docstring).
+CONSTANT_VAR = 1e-10
+
+
+def bucket(n: int, smallest: int = 4) -> int:
+  """n rounded up to a power of two (>= smallest): padded shapes."""
+  return max(smallest, 1 << max(0, int(n) - 1).bit_length())
 
 
 class EnrollmentError(ValueError):
@@ -71,12 +86,17 @@ def _score_chunk(stats, kernel, bias, score):
   q = jnp.einsum("nkdh,adh->nakd", dz, kernel)
   vp = (q * q).sum(2) / n[..., None]
   my, vy = my[:, None], vy[:, None]
+  # mse = var_p + var_y - 2 cov + (mean_p - mean_y)^2
+  mse = jnp.maximum(vp + vy - 2 * cov + (mp - my) ** 2, 0.0)
   if score == "ccc":
-    s = (2 * cov / (vp + vy + (mp - my) ** 2 + 1e-8)).sum(-1)
+    s = 2 * cov / (vp + vy + (mp - my) ** 2 + 1e-8)
   elif score == "pearson":
-    s = (cov / jnp.sqrt(vp * vy + 1e-12)).sum(-1)
-  else:  # mse = var_p + var_y - 2 cov + (mean_p - mean_y)^2; higher is better
-    s = -(vp + vy - 2 * cov + (mp - my) ** 2).sum(-1)
+    s = cov / jnp.sqrt(vp * vy + 1e-12)
+  else:  # higher is better
+    s = -mse
+  if score in ("ccc", "pearson"):  # constant ratings: -RMSE in that dim
+    s = jnp.where(vy < CONSTANT_VAR, -jnp.sqrt(mse + 1e-12), s)
+  s = s.sum(-1)
   # One clip: CCC/Pearson are undefined; smallest absolute error wins (with
   # one clip, the mean is the value).
   one = -jnp.abs(mp - my).sum(-1)
@@ -122,7 +142,7 @@ def chunk_size(n: int, k: int, d: int, a: int, head_chunk: int) -> int:
 
 
 def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
-                head_chunk: int = 1024) -> jax.Array:
+                head_chunk: int = 1024, pad: bool = True) -> jax.Array:
   """[N, A] similarity of every head to every new annotator.
 
   Args:
@@ -133,15 +153,25 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
     score: "ccc" (sum of per-dimension CCC), "pearson" or "mse" (negative);
       for categorical heads "loglik" or "agreement".
     head_chunk: heads per chunk inside the compiled call.
+    pad: pad N and K up to powers of two (fewer compilations).
   """
   if score not in SCORES:
     raise ValueError(f"unknown score {score!r}; one of {SCORES}")
-  n, k, d = ratings.shape
-  return _score_all(jnp.asarray(z, jnp.float32),
-                    jnp.asarray(ratings, jnp.float32),
-                    jnp.asarray(mask, jnp.float32),
-                    jnp.asarray(kernel), jnp.asarray(bias), score=score,
-                    chunk=chunk_size(n, k, d, len(kernel), head_chunk))
+  n, k, d = np.shape(ratings)
+  if pad:  # masked padding: a few shapes, a few compilations
+    pn, pk = bucket(n) - n, bucket(k) - k
+    z = np.pad(np.asarray(z, np.float32),
+               ((0, pn), (0, pk), (0, 0), (0, 0)))
+    ratings = np.pad(np.asarray(ratings, np.float32),
+                     ((0, pn), (0, pk), (0, 0)))
+    mask = np.pad(np.asarray(mask, np.float32), ((0, pn), (0, pk)))
+  out = _score_all(jnp.asarray(z, jnp.float32),
+                   jnp.asarray(ratings, jnp.float32),
+                   jnp.asarray(mask, jnp.float32),
+                   jnp.asarray(kernel), jnp.asarray(bias), score=score,
+                   chunk=chunk_size(*np.shape(ratings), len(kernel),
+                                    head_chunk))
+  return out[:n]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,11 +180,14 @@ class Mapping:
 
   heads/weights/scores: [N, k]; margin: [N] best minus second-best score, a
   confidence signal (small margin = several heads fit about equally well).
+  constant: [N, D] the annotator's enrollment ratings are constant in that
+  dimension (scored there by RMSE, not CCC; see the module docstring).
   """
   heads: np.ndarray
   weights: np.ndarray
   scores: np.ndarray
   margin: np.ndarray
+  constant: np.ndarray | None = None
 
   def head_params(self, kernel, bias) -> tuple[np.ndarray, np.ndarray]:
     """The new annotators' heads [N, D, H], [N, D] (see combine_heads)."""
@@ -230,4 +263,14 @@ def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
   clips, ratings, mask = pack(clip_lists, ratings_lists, names)
   scores = score_heads(z_clips[clips], ratings, mask, kernel, bias, score,
                        head_chunk)
-  return select(scores, top_k, weighted)
+  return dataclasses.replace(select(scores, top_k, weighted),
+                             constant=constant_dims(ratings, mask))
+
+
+def constant_dims(ratings, mask) -> np.ndarray:
+  """[N, D]: an annotator's (>= 2) enrollment ratings are all equal in d."""
+  m = np.asarray(mask, np.float64)[..., None]
+  n = m.sum(1)
+  mean = (m * ratings).sum(1) / np.maximum(n, 1)
+  var = (m * (ratings - mean[:, None]) ** 2).sum(1) / np.maximum(n, 1)
+  return (var < CONSTANT_VAR) & (n >= 2)

@@ -108,7 +108,13 @@ def run_enroll(config, workdir: str) -> dict:
               "weights": mapping.weights[i].tolist(),
               "scores": mapping.scores[i].tolist(),
               "margin": float(mapping.margin[i]),
-              "num_clips": len(clip_lists[i])}
+              "num_clips": len(clip_lists[i]),
+              # Dimensions with constant enrollment ratings: scored by
+              # RMSE there (CCC is undefined); rate more varied clips.
+              "constant_dims": ([] if bundle.categorical else
+                                [d for d, c in zip(bundle.dims,
+                                                   mapping.constant[i])
+                                 if c])}
           for i, name in enumerate(names)}}
   out_dir = os.path.join(workdir, "enroll")
   os.makedirs(out_dir, exist_ok=True)
@@ -117,11 +123,17 @@ def run_enroll(config, workdir: str) -> dict:
   with open(os.path.join(out_dir, "mapping.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["annotator", "num_clips", "head", "weight", "score",
-                "margin"])
+                "margin", "constant_dims"])
     for name, m in out["annotators"].items():
       for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
         w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
-                    f"{m['margin']:.6g}"])
+                    f"{m['margin']:.6g}", " ".join(m["constant_dims"])])
+  const = [n for n, m in out["annotators"].items() if m["constant_dims"]]
+  if const:
+    logging.warning("%d annotator(s) gave the same rating to every "
+                    "enrollment clip in some dimension (e.g. %r); their head "
+                    "there was chosen by RMSE, flagged as constant_dims in "
+                    "the mapping", len(const), const[0])
   small = [n for n, m in out["annotators"].items() if m["margin"] < 0.01]
   logging.info("enrolled %d annotators on %d clips -> %s; %d with a score "
                "margin < 0.01 (several heads fit about equally well)",

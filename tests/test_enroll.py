@@ -129,3 +129,58 @@ def test_categorical_scores_equal_loop(score):
       else:
         want[n, a] = (logits.argmax(1) == cls[n][m]).mean()
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_constant_ratings_pick_the_head_nearest_the_constant():
+  """An annotator who gives every enrollment clip the same valence leaves
+  CCC undefined there; the head closest to that value (RMSE) must win, not
+  an arbitrary one, and the mapping flags the dimension."""
+  rng = np.random.default_rng(3)
+  h, a = 6, 30
+  z = rng.normal(size=(1, 10, 2, h)).astype(np.float32)
+  kernel = (0.3 * rng.normal(size=(a, 2, h))).astype(np.float32)
+  kernel[:, 0] = kernel[0, 0]  # activation: every head identical
+  bias = np.zeros((a, 2), np.float32)
+  bias[:, 1] = np.linspace(-0.9, 0.9, a)
+  kernel[:, 1] = 0.0  # valence: flat heads at different levels
+  y = np.zeros((1, 10, 2), np.float32)
+  y[0, :, 0] = np.einsum("kh,h->k", z[0, :, 0], kernel[0, 0])
+  y[0, :, 1] = 0.5  # constant
+  clips = [np.arange(10)]
+  m = enroll.enroll(z[0], clips, [y[0]], kernel, bias)
+  assert m.heads[0, 0] == np.argmin(np.abs(bias[:, 1] - 0.5))
+  assert m.constant.tolist() == [[False, True]]
+  scores = np.asarray(enroll.score_heads(z, y, np.ones((1, 10)), kernel,
+                                         bias))
+  assert np.isfinite(scores).all() and scores.std() > 0.01
+
+
+def test_padded_shapes_bound_the_compile_count():
+  """The protocol calls enrollment for every (fold, k) with a different
+  number of annotators and clips; padding to powers of two keeps it to a
+  few compilations."""
+  from annojax import baselines  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(20, 2, 8)).astype(np.float32)
+  bias = np.zeros((20, 2), np.float32)
+  before = enroll._score_all._cache_size()  # pylint: disable=protected-access
+  ft_before = baselines._finetune._cache_size()  # pylint: disable=protected-access
+  for n in range(9, 16):  # -> 16 annotators
+    for k in range(17, 32, 3):  # -> 32 clips
+      z = rng.normal(size=(n, k, 2, 8)).astype(np.float32)
+      y = rng.uniform(-1, 1, (n, k, 2)).astype(np.float32)
+      mask = np.ones((n, k), np.float32)
+      s = enroll.score_heads(z, y, mask, kernel, bias)
+      assert s.shape == (n, 20)
+      kf, bf = baselines.finetune(kernel[:n], bias[:n], z, y, mask, 3, 1e-2,
+                                  1.0)
+      assert kf.shape == (n, 2, 8) and bf.shape == (n, 2)
+  assert enroll._score_all._cache_size() - before <= 1  # pylint: disable=protected-access
+  assert baselines._finetune._cache_size() - ft_before <= 1  # pylint: disable=protected-access
+  # Padding changes no score.
+  z, y = z[:3, :5], y[:3, :5]
+  mask = np.ones((3, 5), np.float32)
+  np.testing.assert_allclose(
+      np.asarray(enroll.score_heads(z, y, mask, kernel, bias, pad=True)),
+      np.asarray(enroll.score_heads(z, y, mask, kernel, bias, pad=False)),
+      rtol=1e-5, atol=1e-6)

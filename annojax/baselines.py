@@ -1,0 +1,100 @@
+"""Per-annotator baselines of the protocol, fit on the enrollment clips.
+
+All take padded, masked enrollment sets: x / y [N, K, D], mask [N, K], one
+row per new annotator, and are fit for every annotator at once.
+
+  linear_fit  ridge line y ~ a x + c on the aggregate's output (pulled toward
+              a = 1, c = 0); fits MSE, which shrinks the variance CCC rewards
+  calibrate   CCC-consistent: match the mean and s.d. of the aggregate's
+              enrollment predictions to the annotator's ratings, shrunk
+              toward the identity with few clips
+  finetune    head-only Adam from the mapped head (MSE + L2 pull toward it)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from annojax import enroll
+
+
+def linear_fit(x, y, mask, ridge):
+  """Per annotator/dim ridge fit y ~ a x + c, prior a=1, c=0 -> (a, c)."""
+  m = mask[..., None]
+  sxx = (m * x * x).sum(1) + ridge
+  sx = (m * x).sum(1)
+  n = m.sum(1) + ridge
+  sxy = (m * x * y).sum(1) + ridge
+  sy = (m * y).sum(1)
+  det = sxx * n - sx * sx
+  return (sxy * n - sx * sy) / det, (sxx * sy - sx * sxy) / det
+
+
+def calibrate(x, y, mask, shrink):
+  """CCC-consistent calibration -> (a, c) with prediction a x + c.
+
+  Per annotator and dimension, with n enrollment clips, w = n / (n + shrink):
+    a = w * sd(y) / sd(x) + (1 - w)        (s.d. matching, toward 1)
+    c = mean(y)_w - a * mean(x)            where mean(y)_w = w mean(y) +
+                                           (1 - w) mean(x)
+  i.e. the calibrated predictions have the annotator's mean and s.d. on the
+  enrollment clips when n >> shrink, and are the aggregate's own with no
+  clips. One clip (no s.d.) keeps a = 1 and shifts the mean only.
+  """
+  m = np.asarray(mask, np.float64)[..., None]
+  n = m.sum(1)
+  nn = np.maximum(n, 1)
+  mx, my = (m * x).sum(1) / nn, (m * y).sum(1) / nn
+  sx = np.sqrt((m * (x - mx[:, None]) ** 2).sum(1) / nn)
+  sy = np.sqrt((m * (y - my[:, None]) ** 2).sum(1) / nn)
+  w = n / (n + shrink)
+  ratio = np.where((sx > 1e-8) & (n >= 2), sy / np.maximum(sx, 1e-8), 1.0)
+  a = w * ratio + (1 - w)
+  target_mean = w * my + (1 - w) * mx
+  return a, target_mean - a * mx
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _finetune(kernel0, bias0, z, y, mask, steps, lr, l2):
+  tx = optax.adam(lr)
+
+  def loss_fn(params):
+    k, b = params
+    p = jnp.einsum("nkdh,ndh->nkd", z, k) + b[:, None]
+    m = mask[..., None]
+    mse = (m * (p - y) ** 2).sum((1, 2)) / jnp.maximum(mask.sum(1), 1)
+    reg = ((k - kernel0) ** 2).sum((1, 2)) + ((b - bias0) ** 2).sum(1)
+    return (mse + l2 * reg).sum()  # separable: independent per annotator
+
+  def body(_, carry):
+    params, opt = carry
+    g = jax.grad(loss_fn)(params)
+    upd, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, upd), opt
+
+  params = (kernel0, bias0)
+  return jax.lax.fori_loop(0, steps, body, (params, tx.init(params)))[0]
+
+
+def finetune(kernel0, bias0, z, y, mask, steps, lr, l2):
+  """Head-only Adam on each annotator's enrollment clips, all at once.
+
+  kernel0 [N, D, H], bias0 [N, D], z [N, K, D, H], y [N, K, D], mask [N, K]
+  -> fine-tuned (kernel [N, D, H], bias [N, D]). Loss per annotator: masked
+  MSE + l2 * ||head - mapped head||^2. N and K are padded to powers of two
+  (masked) so repeated calls share compilations.
+  """
+  n, k = np.shape(mask)
+  pn, pk = enroll.bucket(n) - n, enroll.bucket(k) - k
+  args = [np.pad(np.asarray(a, np.float32), [(0, pn)] + [(0, 0)] * (a.ndim - 1))
+          for a in (np.asarray(kernel0), np.asarray(bias0))]
+  z = np.pad(np.asarray(z, np.float32), ((0, pn), (0, pk), (0, 0), (0, 0)))
+  y = np.pad(np.asarray(y, np.float32), ((0, pn), (0, pk), (0, 0)))
+  mask = np.pad(np.asarray(mask, np.float32), ((0, pn), (0, pk)))
+  k_f, b_f = _finetune(*args, z, y, mask, steps, lr, l2)
+  return np.asarray(k_f)[:n], np.asarray(b_f)[:n]
