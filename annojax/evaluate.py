@@ -1,11 +1,14 @@
 """The cross-corpus evaluation protocol (METHOD.md, Evaluation protocol).
 
-Target-corpus speakers are split into `folds` speaker-independent folds; for
-each (seed, fold): test speakers = the fold, a quarter of the other speakers
-is validation, the rest are training speakers. A target annotator's
-enrollment clips are drawn (seeded) from the clips of training speakers they
-rated; they are tested on the clips of test speakers they rated (annotators
-with < eval.min_test test ratings leave CCC_ind, counted).
+A seed is an independent replicate: seed s evaluates the models pre-trained
+with seed s (train.model_dir(workdir, kind, s): their own init and data
+order) on its own random speaker-to-fold partition of the target corpus
+(fixed folds instead where config.eval.fold_by names them, e.g. one per
+IEMOCAP session). For each (seed, fold): test speakers = the fold, a quarter
+of the other speakers is validation, the rest are training speakers. A target
+annotator's enrollment clips are drawn (seeded) from the clips of training
+speakers they rated; they are tested on the clips of test speakers they rated
+(annotators with < eval.min_test test ratings leave CCC_ind, counted).
 
 Rows (each gives one prediction per test (clip, annotator) pair):
   aggregate      the consensus model, same prediction for everyone
@@ -15,26 +18,30 @@ Rows (each gives one prediction per test (clip, annotator) pair):
                  training-speaker clip the annotator rated)
   linear_fit@k   per-annotator ridge fit y ~ a * aggregate + c on the same k
                  clips (pulled toward a=1, c=0)
+  calibrated@k   the aggregate with the annotator's mean and s.d. on the k
+                 clips (CCC-consistent calibration, shrunk toward identity)
   finetune@k     the most-similar head, fine-tuned on the k clips
   oracle         the best head chosen on the test clips (an upper bound)
-Metrics: CCC_ind and CCC_con per dimension, mean +- std over seeds x folds,
-paired t-test and Wilcoxon against the aggregate row on the same runs.
+Metrics: CCC_ind and CCC_con (mean prediction vs the consensus of ALL the
+clip's ratings) per dimension, mean +- std over runs. Tests against the
+aggregate row pair runs by their (seed, fold) key: a paired t-test and
+Wilcoxon over runs, and a paired t-test over seeds (each seed's mean over
+its folds); the unit and n of each are reported with the table.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import re
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 
+from annojax import baselines
 from annojax import enroll
 from annojax import losses
 from annojax import metrics
@@ -44,12 +51,36 @@ from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
 
 
-def speaker_folds(speakers: np.ndarray, n_folds: int) -> list[np.ndarray]:
-  """Speaker-independent folds (fixed, sorted speaker order)."""
+def num_replicates(config) -> int:
+  """Independent replicates = evaluation seeds: each pre-trains its own."""
+  return int(config.eval.seeds)
+
+
+def speaker_folds(speakers: np.ndarray, n_folds: int, seed: int = 0,
+                  fold_by: str = "") -> list[np.ndarray]:
+  r"""Speaker-independent folds.
+
+  Default: the speakers are randomly partitioned into n_folds folds, a new
+  partition for every seed. fold_by: a regex whose first group names a fixed
+  fold of each speaker (e.g. r"^(Ses\d+)" for IEMOCAP's sessions); those
+  folds are the same for every seed (n_folds is then the number of groups).
+  """
   uniq = np.unique(speakers)
+  if fold_by:
+    pattern = re.compile(fold_by)
+    keys = []
+    for s in uniq:
+      m = pattern.search(str(s))
+      if not m:
+        raise ValueError(f"config.eval.fold_by={fold_by!r} does not match "
+                         f"speaker {str(s)!r}")
+      keys.append(m.group(1) if m.groups() else m.group(0))
+    keys = np.asarray(keys)
+    return [uniq[keys == k] for k in np.unique(keys)]
   if len(uniq) < n_folds:
     raise ValueError(f"{len(uniq)} speakers cannot make {n_folds} folds")
-  return np.array_split(uniq, n_folds)
+  perm = np.random.default_rng([seed, 0xF01D]).permutation(uniq)
+  return [np.sort(f) for f in np.array_split(perm, n_folds)]
 
 
 def _size_name(k: int) -> str:
@@ -61,45 +92,6 @@ def _sample_enrollment(rng, pool_rows_by_ann, k):
   return [rows if (k == 0 or len(rows) <= k) else
           rng.choice(rows, size=k, replace=False) for rows in
           pool_rows_by_ann]
-
-
-def _linear_fit(x, y, mask, ridge):
-  """Per annotator/dim ridge fit y ~ a x + c, prior a=1, c=0 -> (a, c)."""
-  m = mask[..., None]
-  sxx = (m * x * x).sum(1) + ridge
-  sx = (m * x).sum(1)
-  n = m.sum(1) + ridge
-  sxy = (m * x * y).sum(1) + ridge
-  sy = (m * y).sum(1)
-  det = sxx * n - sx * sx
-  return (sxy * n - sx * sy) / det, (sxx * sy - sx * sxy) / det
-
-
-@functools.partial(jax.jit, static_argnames=("steps",))
-def _finetune(kernel0, bias0, z, y, mask, steps, lr, l2):
-  """Head-only Adam on each annotator's enrollment clips, all at once.
-
-  kernel0 [N, D, H], bias0 [N, D], z [N, K, D, H], y [N, K, D], mask [N, K].
-  Loss per annotator: masked MSE + l2 * ||head - mapped head||^2.
-  """
-  tx = optax.adam(lr)
-
-  def loss_fn(params):
-    k, b = params
-    p = jnp.einsum("nkdh,ndh->nkd", z, k) + b[:, None]
-    m = mask[..., None]
-    mse = (m * (p - y) ** 2).sum((1, 2)) / jnp.maximum(mask.sum(1), 1)
-    reg = ((k - kernel0) ** 2).sum((1, 2)) + ((b - bias0) ** 2).sum(1)
-    return (mse + l2 * reg).sum()  # separable: independent per annotator
-
-  def body(_, carry):
-    params, opt = carry
-    g = jax.grad(loss_fn)(params)
-    upd, opt = tx.update(g, opt, params)
-    return optax.apply_updates(params, upd), opt
-
-  params = (kernel0, bias0)
-  return jax.lax.fori_loop(0, steps, body, (params, tx.init(params)))[0]
 
 
 class _Run:
@@ -142,8 +134,25 @@ def _evaluate_row(pred, table, rows, categorical=False):
   if categorical:  # one column, "all": means over annotators
     return {"agreement_ind": [metrics.agreement_ind(pred, y, ann).mean()],
             "loglik_ind": [metrics.loglik_ind(pred, y, ann).mean()]}
+  clip = table.pair_clip[rows]
+  # CCC_con's label: the consensus of ALL the clip's ratings (also those
+  # of annotators outside this run), constant within the clip.
   return {"ccc_ind": metrics.ccc_ind(pred, y, ann),
-          "ccc_con": metrics.ccc_con(pred, y, table.pair_clip[rows])}
+          "ccc_con": metrics.ccc_con(pred, table.consensus[clip], clip)}
+
+
+def _replicate_models(config, workdir, prepared, seed):
+  """Best params of seed's individual and aggregate models (must exist)."""
+  out = []
+  for kind in ("individual", "aggregate"):
+    d = os.path.join(train.model_dir(workdir, kind, seed), "checkpoints")
+    if not os.path.isdir(d):
+      raise FileNotFoundError(
+          f"no {kind} model for seed {seed} at {d}: every evaluation seed "
+          f"pre-trains its own models (config.eval.seeds="
+          f"{config.eval.seeds}); run --mode=train (or all) first")
+    out.append(train.load_best(config, workdir, kind, prepared, seed))
+  return out
 
 
 def run_protocol(config: ml_collections.ConfigDict, workdir: str,
@@ -158,35 +167,39 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
                      f"{tgt_meta.dims}")
   table = pipeline.load_table(prepared.target, "full")
   # Categorical heads (CREMA-D): agreement / log-likelihood per annotator;
-  # the linear-fit and fine-tune rows are defined for ratings only.
+  # the linear-fit, calibration and fine-tune rows are for ratings only.
   categorical = config.train.loss in losses.CATEGORICAL
   metric_names = CATEGORICAL_METRICS if categorical else DIMENSIONAL_METRICS
   columns = ("all",) if categorical else tgt_meta.dims
-  g_ia, p_ia = train.load_best(config, workdir, "individual", prepared)
-  g_ag, p_ag = train.load_best(config, workdir, "aggregate", prepared)
-
-  z = train.trunk_features(g_ia, p_ia, table.embeddings)  # [C, D, H]
-  kernel, bias = train.head_arrays(p_ia)
-  k_ag, b_ag = train.head_arrays(p_ag)
-  agg_clip = np.einsum("cdh,dh->cd", train.trunk_features(
-      g_ag, p_ag, table.embeddings), k_ag[0]) + b_ag[0]
-  mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
   src_types = src_meta.annotator_types
   tgt_types = tgt_meta.annotator_types
   have_types = src_types is not None and tgt_types is not None
 
-  def head_pred(rows, ann_pos, k_n, b_n):
-    return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
-                                  ann_pos)
-
-  folds = speaker_folds(table.speakers, ev.folds)
-  cells: dict[str, list] = {}
+  cells: dict[str, dict] = {}
   type_match: dict[str, list] = {}
-  excluded = []
-  total = ev.seeds * ev.folds
-  bar = tqdm.tqdm(total=total, desc="evaluate (seed x fold)",
+  excluded, warnings, n_folds = [], [], None
+  bar = tqdm.tqdm(total=ev.seeds, desc="evaluate (seeds)",
                   disable=not train.progress_bar(config))
   for seed in range(ev.seeds):
+    (g_ia, p_ia), (g_ag, p_ag) = _replicate_models(config, workdir, prepared,
+                                                   seed)
+    z = train.trunk_features(g_ia, p_ia, table.embeddings)  # [C, D, H]
+    kernel, bias = train.head_arrays(p_ia)
+    k_ag, b_ag = train.head_arrays(p_ag)
+    agg_clip = np.einsum("cdh,dh->cd", train.trunk_features(
+        g_ag, p_ag, table.embeddings), k_ag[0]) + b_ag[0]
+    if train.warn_if_constant(f"aggregate model (seed {seed}) on the target",
+                              agg_clip.std(0)):
+      warnings.append(f"seed {seed}: the aggregate model's target "
+                      "predictions are (near) constant")
+    mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
+
+    def head_pred(rows, ann_pos, k_n, b_n, z=z):
+      return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
+                                    ann_pos)
+
+    folds = speaker_folds(table.speakers, ev.folds, seed, ev.fold_by)
+    n_folds = len(folds)
     for f, test_speakers in enumerate(folds):
       run = _Run(table, table.speakers, test_speakers, seed, f, ev.min_test)
       excluded.append(run.excluded)
@@ -215,37 +228,45 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
             names=[tgt_meta.annotator_ids[a] for a in run.annotators])
         k_n, b_n = mapping.head_params(kernel, bias)
         out[f"most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
-        if categorical:
-          continue
-        cidx, y_e, m_e = enroll.pack(clips, ys)
-        a, c = _linear_fit(agg_clip[cidx], y_e, m_e, ev.linear_ridge)
-        out[f"linear_fit@{name}"] = (a[pos] * agg_clip[table.pair_clip[rows]]
-                                     + c[pos])
-        k_f, b_f = _finetune(k_n, b_n, z[cidx], y_e, m_e, ev.finetune_steps,
-                             ev.finetune_lr, ev.finetune_l2)
-        out[f"finetune@{name}"] = head_pred(rows, pos, np.asarray(k_f),
-                                            np.asarray(b_f))
         if have_types:
           sel = src_types[mapping.heads[:, 0]]
           truth = tgt_types[run.annotators]
           chance = np.mean([np.mean(src_types == t) for t in truth])
           type_match.setdefault(name, []).append(
               (float(np.mean(sel == truth)), float(chance)))
+        if categorical:
+          continue
+        cidx, y_e, m_e = enroll.pack(clips, ys)
+        agg_test = agg_clip[table.pair_clip[rows]]
+        a, c = baselines.linear_fit(agg_clip[cidx], y_e, m_e,
+                                    ev.linear_ridge)
+        out[f"linear_fit@{name}"] = a[pos] * agg_test + c[pos]
+        a, c = baselines.calibrate(agg_clip[cidx], y_e, m_e,
+                                   ev.calibration_shrink)
+        out[f"calibrated@{name}"] = a[pos] * agg_test + c[pos]
+        k_f, b_f = baselines.finetune(k_n, b_n, z[cidx], y_e, m_e,
+                                      ev.finetune_steps, ev.finetune_lr,
+                                      ev.finetune_l2)
+        out[f"finetune@{name}"] = head_pred(rows, pos, k_f, b_f)
       for row, pred in out.items():
-        cells.setdefault(row, []).append(
-            _evaluate_row(pred, table, rows, categorical))
-      bar.update(1)
+        cells.setdefault(row, {})[(seed, f)] = _evaluate_row(
+            pred, table, rows, categorical)
+    bar.update(1)
   bar.close()
 
   results = summarize(cells, columns, metric_names)
+  shared = dict(prepared.overlap) if prepared.overlap else None
   results["protocol"] = {
-      "folds": ev.folds, "seeds": ev.seeds, "runs": total,
+      "folds": n_folds, "seeds": ev.seeds, "runs": len(cells["aggregate"]),
+      "fold_by": ev.fold_by or "random speaker partition per seed",
       "target_annotators": tgt_meta.num_annotators,
       "pretrained_heads": len(kernel), "score": ev.score,
       "top_k": ev.top_k, "metrics": list(metric_names),
       "columns": list(columns),
       "excluded_annotator_runs (< min_test test ratings)": int(
-          np.sum(excluded))}
+          np.sum(excluded)),
+      "overlap_with_pretraining": shared,
+      "warnings": warnings}
   if have_types:
     results["type_match"] = {
         k: {"selected_same_type": float(np.mean([v[0] for v in vals])),
@@ -265,24 +286,62 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def summarize(cells: dict[str, list], dims,
+def summarize(cells: dict[str, dict], dims,
               metric_names=DIMENSIONAL_METRICS) -> dict:
-  """Mean/std over runs + paired tests vs the aggregate row."""
+  """Mean/std over runs + paired tests vs the aggregate row.
+
+  cells[row] maps a run key (seed, fold) to that run's metrics. Runs are
+  paired with the aggregate's by key (never by position), every row must
+  have exactly the aggregate's runs, and a key can occur only once, so no
+  run counts twice. Two tests per cell: over runs (unit: one (seed, fold)
+  run, n = runs) and over seeds (unit: a seed's mean over its folds,
+  n = seeds; seeds are independent replicates, folds within a seed share
+  the pre-trained models).
+  """
+  base_runs = cells["aggregate"]
+  keys = sorted(base_runs)
+  seeds = sorted({k[0] for k in keys})
+  for row, runs in cells.items():
+    if sorted(runs) != keys:
+      raise ValueError(f"row {row!r} has runs {sorted(runs)}, the aggregate "
+                       f"row {keys}: runs cannot be paired")
   rows = {}
   for row, runs in cells.items():
     entry = {}
     for metric in metric_names:
-      vals = np.array([r[metric] for r in runs])  # [runs, D]
-      base = np.array([r[metric] for r in cells["aggregate"]])
-      entry[metric] = {
-          d: {"mean": float(np.nanmean(vals[:, j])),
-              "std": float(np.nanstd(vals[:, j])),
-              **({} if row == "aggregate" else
-                 metrics.paired_tests(vals[:, j], base[:, j])),
-              "runs": vals[:, j].tolist()}
-          for j, d in enumerate(dims)}
+      vals = np.array([runs[k][metric] for k in keys], np.float64)
+      base = np.array([base_runs[k][metric] for k in keys], np.float64)
+      by_seed = np.array([[np.nanmean([vals[i, j] for i, k in enumerate(keys)
+                                       if k[0] == s])
+                           for j in range(len(dims))] for s in seeds])
+      base_seed = np.array([[np.nanmean([base[i, j]
+                                         for i, k in enumerate(keys)
+                                         if k[0] == s])
+                             for j in range(len(dims))] for s in seeds])
+      entry[metric] = {}
+      for j, d in enumerate(dims):
+        cell = {"mean": float(np.nanmean(vals[:, j])),
+                "std": float(np.nanstd(vals[:, j])),
+                "runs": vals[:, j].tolist(),
+                "run_keys": [list(k) for k in keys]}
+        if row != "aggregate":
+          cell.update(metrics.paired_tests(vals[:, j], base[:, j]))
+          cell["seed_t_p"] = metrics.paired_tests(
+              by_seed[:, j], base_seed[:, j])["t_p"]
+        entry[metric][d] = cell
     rows[row] = entry
-  return {"rows": rows}
+  return {"rows": rows, "tests": {
+      "runs": {"unit": "run = one (seed, fold); each seed has its own "
+                       "pre-trained models and speaker folds",
+               "n": len(keys), "tests": "paired t-test (*), Wilcoxon "
+                                        "(JSON), vs aggregate"},
+      "seeds": {"unit": "seed = mean over its folds (independent "
+                        "replicates)", "n": len(seeds),
+                "tests": "paired t-test (+), vs aggregate"}}}
+
+
+_ROW_KINDS = {"most_similar": 0, "linear_fit": 1, "calibrated": 2,
+              "finetune": 3}
 
 
 def _row_order(names):
@@ -291,20 +350,41 @@ def _row_order(names):
 
   def key(n):
     kind, _, size = n.partition("@")
-    order = {"most_similar": 0, "linear_fit": 1, "finetune": 2}
-    return (order.get(kind, 9), 1e9 if size == "all" else int(size or 0))
+    return (_ROW_KINDS.get(kind, 9), 1e9 if size == "all" else int(size or 0))
   return fixed + sorted(rest, key=key) + ["oracle"]
+
+
+def _overlap_line(shared) -> str:
+  if not shared:
+    return ("Leakage check: not run for this table (no prepare in this "
+            "call).")
+  counts = ", ".join(f"{shared[k]} {k}" for k in prepare_lib.OVERLAP_KINDS)
+  line = (f"Leakage check: the target shares {counts} with the "
+          "pre-training data.")
+  if shared.get("allowed"):
+    line += (" **Overlap allowed by config.data.allow_overlap "
+             f"({', '.join(shared['allowed'])}): the test material is not "
+             "all unseen.**")
+  return line
 
 
 def to_markdown(results: dict) -> str:
   p = results["protocol"]
   dims, names = p["columns"], p["metrics"]
+  tests = results["tests"]
   lines = [f"# Cross-corpus evaluation ({p['runs']} runs: {p['seeds']} seeds "
            f"x {p['folds']} folds; {p['pretrained_heads']} pre-trained heads, "
            f"{p['target_annotators']} target annotators; score "
            f"{p['score']}, top-{p['top_k']})", "",
-           "Mean +- std over runs. `*`: paired t-test p < 0.05 vs aggregate "
-           "(Wilcoxon p in the JSON).", ""]
+           "Mean +- std over runs. Tests vs the aggregate row, paired by run:",
+           f"- `*`: paired t-test p < 0.05 over runs; unit: "
+           f"{tests['runs']['unit']}; n = {tests['runs']['n']} "
+           "(Wilcoxon p in the JSON).",
+           f"- `+`: paired t-test p < 0.05 over seeds; unit: "
+           f"{tests['seeds']['unit']}; n = {tests['seeds']['n']}.",
+           "", _overlap_line(p.get("overlap_with_pretraining")), ""]
+  for w in p.get("warnings", []):
+    lines += [f"**Warning: {w}.**", ""]
   label = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
            "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
   head = "| row | " + " | ".join(f"{label[m]} {d}" for m in names
@@ -317,6 +397,7 @@ def to_markdown(results: dict) -> str:
       for d in dims:
         v = e[metric][d]
         star = "*" if v.get("t_p", 1.0) < 0.05 else ""
+        star += "+" if v.get("seed_t_p", 1.0) < 0.05 else ""
         cells.append(f"{v['mean']:.3f} +- {v['std']:.3f}{star}")
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   if "type_match" in results:

@@ -4,7 +4,9 @@
     params/   Orbax (StandardSave) of the individual model's best params
     info/     JSON: format version, dims, annotator ids (+ latent types for the
               synthetic corpus), embedding size, model config, where the
-              features came from, and the training run it was exported from
+              features came from, the feature standardizer (mean, s.d. of
+              the source training split; applied to every embedding that
+              enters), and the training run it was exported from
 
 `load(path)` rebuilds the network from `info` alone and restores the params:
 no workdir, dataset or config file is needed, so a bundle can be copied to
@@ -26,8 +28,12 @@ from annojax import losses
 from annojax import models
 from annojax import train
 from annojax.data import pipeline
+from annojax.data import prepare as prepare_lib
 
-FORMAT_VERSION = 1
+# 2: adds the feature standardizer. Version-1 bundles (trained on raw
+# features, no standardizer) still load.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass
@@ -55,8 +61,10 @@ class Bundle:
       raise ValueError(f"embeddings have shape {embeddings.shape}; this "
                        f"model was trained on {f}-d embeddings "
                        f"({self.info['features']})")
-    return train.trunk_features(self.graphdef, self.params,
-                                np.asarray(embeddings, np.float32))
+    std = self.info.get("standardizer") or {}
+    x = prepare_lib.apply_standardizer(embeddings, std.get("mean"),
+                                       std.get("std"))
+    return train.trunk_features(self.graphdef, self.params, x)
 
   def heads(self) -> tuple[np.ndarray, np.ndarray]:
     return train.head_arrays(self.params)
@@ -78,6 +86,9 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
       "features": {"corpus": config.data.corpus,
                    "embedding_dim": meta.embedding_dim},
       "ratings_scale": "[-1, 1] (min-max rescaled from the corpus scale)",
+      "standardizer": (None if meta.feature_mean is None else {
+          "mean": meta.feature_mean.tolist(),
+          "std": meta.feature_std.tolist()}),
       "trained_in": os.path.abspath(workdir),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
@@ -105,9 +116,9 @@ def load(path: str) -> Bundle:
   ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   info = ckptr.restore(path, args=ocp.args.Composite(
       info=ocp.args.JsonRestore())).info
-  if info.get("format_version") != FORMAT_VERSION:
+  if info.get("format_version") not in READABLE_VERSIONS:
     raise ValueError(f"{path}: bundle format {info.get('format_version')} "
-                     f"!= {FORMAT_VERSION} this annojax reads")
+                     f"is not one this annojax reads {READABLE_VERSIONS}")
   model = models.Model(info["embedding_dim"], len(info["dims"]),
                        len(info["annotator_ids"]),
                        hidden=info["model"]["hidden"],

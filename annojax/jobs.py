@@ -37,11 +37,16 @@ def run(config, workdir: str) -> dict:
   prepared = prepare.prepare(config, workdir)
   out = {"prepared": prepared}
   if config.mode in ("train", "all"):
-    for kind in config.train.models:
-      result = train.train_and_evaluate(config, workdir, kind, prepared)
-      logging.info("%s: best validation loss %.4f at epoch %d", kind,
-                   result["best_val"], result["best_epoch"])
-      out[kind] = result
+    # One pre-trained pair of models per evaluation seed: a seed is an
+    # independent replicate (its own init and data order), replicate 0 is
+    # the model that is exported.
+    for r in range(evaluate.num_replicates(config)):
+      for kind in config.train.models:
+        result = train.train_and_evaluate(config, workdir, kind, prepared,
+                                          replicate=r)
+        logging.info("%s (seed %d): best validation loss %.4f at epoch %d",
+                     kind, r, result["best_val"], result["best_epoch"])
+        out[kind if r == 0 else f"{kind}_seed{r}"] = result
   if config.mode in ("evaluate", "all"):
     out["results"] = evaluate.run_protocol(config, workdir, prepared)
     if jax.process_index() == 0:

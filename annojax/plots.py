@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 _CURVES = {"most_similar": "most-similar head", "linear_fit": "linear fit",
+           "calibrated": "calibrated aggregate",
            "finetune": "fine-tuned mapped head"}
 _LINES = {"aggregate": "aggregate", "random_head": "random head",
           "mean_heads": "mean of heads", "oracle": "oracle head"}

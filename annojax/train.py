@@ -134,28 +134,34 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
   pred = pair_predictions(z, kernel, bias, table.pair_clip, heads)
   if kind == "individual":
     obj_pred, obj_label = pred, table.pair_values
-  else:  # the aggregate model's objective is the clip consensus
+  else:  # the aggregate's objective: the consensus of all ratings
     clips, first = np.unique(table.pair_clip, return_index=True)
     obj_pred = pred[first]
-    sums = np.zeros((len(table.clip_ids), pred.shape[1]))
-    np.add.at(sums, table.pair_clip, table.pair_values)
-    cnt = np.bincount(table.pair_clip, minlength=len(table.clip_ids))
-    obj_label = (sums[clips] / cnt[clips, None]).astype(np.float32)
+    obj_label = table.consensus[clips]
   loss, _ = losses.get(loss_name)(jnp.asarray(obj_pred),
                                   jnp.asarray(obj_label),
                                   jnp.ones(len(obj_pred)))
+  spread = np.asarray(pred, np.float64).std(0)
   if loss_name in losses.CATEGORICAL:
-    return {"val_loss": float(loss),
+    return {"val_loss": float(loss), "val_pred_std": spread.tolist(),
             "val_agreement_ind": float(metrics.agreement_ind(
                 pred, table.pair_values, table.pair_annotator).mean())}
-  return {"val_loss": float(loss),
+  return {"val_loss": float(loss), "val_pred_std": spread.tolist(),
           "val_ccc_ind": metrics.ccc_ind(pred, table.pair_values,
                                          table.pair_annotator,
                                          min_count).tolist()}
 
 
-def _initial_state(config, meta, kind):
-  model = models.create_model(config, meta, kind, seed=config.train.seed)
+def replicate_seed(config, replicate: int) -> int:
+  """The training seed of replicate r (init, data order, dropout): each
+  evaluation seed pre-trains its own models, so seeds are independent
+  replicates, not repeats of one model."""
+  return int(config.train.seed) + int(replicate)
+
+
+def _initial_state(config, meta, kind, replicate: int = 0):
+  model = models.create_model(config, meta, kind,
+                              seed=replicate_seed(config, replicate))
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
   tx = create_optimizer(config)
@@ -170,17 +176,26 @@ def progress_bar(config) -> bool:
               and sys.stderr.isatty())
 
 
-def model_dir(workdir: str, kind: str) -> str:
-  return os.path.join(workdir, kind)
+def model_dir(workdir: str, kind: str, replicate: int = 0) -> str:
+  """<workdir>/<kind> for replicate 0 (the one export uses), else
+  <workdir>/<kind>_seed<r>."""
+  return os.path.join(workdir, kind if not replicate
+                      else f"{kind}_seed{replicate}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        kind: str = "individual",
-                       prepared: prepare_lib.Prepared | None = None) -> dict:
-  """Trains (or resumes) one model; returns its best params and history."""
+                       prepared: prepare_lib.Prepared | None = None,
+                       replicate: int = 0) -> dict:
+  """Trains (or resumes) one model; returns its best params and history.
+
+  replicate r trains with seed config.train.seed + r (init, data order,
+  dropout) into model_dir(workdir, kind, r).
+  """
   prepared = prepared or prepare_lib.prepare(config, workdir)
   meta = pipeline.read_meta(prepared.source)
-  out_dir = model_dir(workdir, kind)
+  seed = replicate_seed(config, replicate)
+  out_dir = model_dir(workdir, kind, replicate)
   os.makedirs(out_dir, exist_ok=True)
   is_host0 = jax.process_index() == 0
   if is_host0:
@@ -207,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   val_table = pipeline.load_table(prepared.source, "validation")
 
   # Model, optimizer, and (if there is one) the checkpoint to resume from.
-  graphdef, tx, state = _initial_state(config, meta, kind)
+  graphdef, tx, state = _initial_state(config, meta, kind, replicate)
   ckpts = checkpointing.Checkpoints(os.path.join(out_dir, "checkpoints"))
   host = {"epoch": 0, "best_val": math.inf, "since_best": 0,
           "since_lr_drop": 0, "lr": config.optim.learning_rate,
@@ -220,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx,
                         loss_fn=losses.get(config.train.loss),
-                        seed=config.train.seed),
+                        seed=seed),
       donate_argnums=0, out_shardings=(repl, repl))
 
   # Validation embeds the clips data-parallel too (padded global batches).
@@ -237,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   while host["epoch"] < config.train.num_epochs and not host["stopped_early"]:
     epoch = host["epoch"]
     t0 = time.time()
-    batches = pipeline.train_batches(reader, gb, config.train.seed, epoch,
+    batches = pipeline.train_batches(reader, gb, seed, epoch,
                                      **batch_kw)
     bar = tqdm.tqdm(batches, total=len(reader) // gb,
                     desc=f"{kind} epoch {epoch + 1}/{config.train.num_epochs}",
@@ -294,18 +309,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   ckpts.wait()
   best_state, best_host = ckpts.restore(state, "best")
   ckpts.close()
+  if best_host["history"]:
+    warn_if_constant(f"{kind} (seed {seed})",
+                     best_host["history"][-1].get("val_pred_std"))
   return {"graphdef": graphdef, "params": jax.device_get(best_state["params"]),
           "history": host["history"], "best_val": host["best_val"],
           "best_epoch": len(best_host["history"])}
 
 
+# A model whose validation predictions vary less than this (on the [-1, 1]
+# rating scale) predicts a constant: e.g. unstandardised features with a huge
+# range saturate the ReLUs.
+CONSTANT_PRED_STD = 1e-3
+
+
+def warn_if_constant(name: str, pred_std) -> bool:
+  """Logs a warning when predictions are (near) constant; returns whether."""
+  if pred_std is None:
+    return False
+  std = np.atleast_1d(np.asarray(pred_std, np.float64))
+  if (std < CONSTANT_PRED_STD).any():
+    logging.warning(
+        "%s: predictions are (near) constant (s.d. %s < %g on the [-1, 1] "
+        "scale): the model learnt nothing clip-specific. Check the features "
+        "(config.data.standardize) and the learning rate.", name,
+        np.round(std, 6).tolist(), CONSTANT_PRED_STD)
+    return True
+  return False
+
+
 def load_best(config, workdir: str, kind: str,
-              prepared: prepare_lib.Prepared) -> tuple:
+              prepared: prepare_lib.Prepared, replicate: int = 0) -> tuple:
   """(graphdef, best params) of a trained model, restored from Orbax."""
   meta = pipeline.read_meta(prepared.source)
-  graphdef, _, state = _initial_state(config, meta, kind)
+  graphdef, _, state = _initial_state(config, meta, kind, replicate)
   ckpts = checkpointing.Checkpoints(
-      os.path.join(model_dir(workdir, kind), "checkpoints"))
+      os.path.join(model_dir(workdir, kind, replicate), "checkpoints"))
   best, _ = ckpts.restore(state, "best")
   ckpts.close()
   return graphdef, jax.device_get(best["params"])

@@ -43,6 +43,15 @@ def get_config():
   config.data.layout = "auto"
   # Keep decoded examples in memory after the first epoch.
   config.data.cache = True
+  # Standardise embeddings (x - mean) / s.d. with the source training
+  # split's statistics (stored with the datasets and the export bundle).
+  # Features on very different scales (openSMILE: F0 ~40, jitter ~0.01)
+  # otherwise train a model that predicts a constant.
+  config.data.standardize = True
+  # Prepare fails when the target shares clips, speakers or annotators with
+  # the pre-training data (its test material would not be unseen). List the
+  # kinds to allow anyway, e.g. ("annotators",); results then say so.
+  config.data.allow_overlap = ()
 
   config.model = ml_collections.ConfigDict()
   config.model.hidden = 256
@@ -74,7 +83,12 @@ def get_config():
 
   config.eval = ml_collections.ConfigDict()
   config.eval.folds = 5
+  # Independent replicates: seed s pre-trains its own individual and
+  # aggregate models (seed train.seed + s) and draws its own speaker folds.
   config.eval.seeds = 5
+  # Fixed folds instead of a random partition per seed: a regex whose first
+  # group names each speaker's fold, e.g. r"^(Ses\d+)" (IEMOCAP sessions).
+  config.eval.fold_by = ""
   # Enrollment sizes; 0 means all of the annotator's training-fold clips.
   config.eval.enroll_sizes = (5, 10, 15, 20, 25, 30, 0)
   # Similarity score: ccc (sum over dims), pearson or mse.
@@ -90,6 +104,9 @@ def get_config():
   config.eval.finetune_l2 = 1.0
   # Ridge strength of the per-annotator linear fit (toward slope 1, offset 0).
   config.eval.linear_ridge = 1.0
+  # CCC-consistent calibration of the aggregate (mean/s.d. matching): with
+  # n clips, weight n / (n + shrink) on the annotator's statistics.
+  config.eval.calibration_shrink = 5.0
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
 

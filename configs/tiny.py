@@ -28,7 +28,7 @@ def get_config():
   config.train.num_epochs = 12
   config.train.progress_bar = False
   config.eval.folds = 5
-  config.eval.seeds = 1
+  config.eval.seeds = 2  # independent replicates: two pre-trained pairs
   config.eval.enroll_sizes = (5, 20, 0)
   config.eval.finetune_steps = 10
   config.eval.head_chunk = 64

@@ -64,9 +64,10 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   src, tgt = c.data.files.source, c.data.files.target
   src.name, src.reader, src.path = "cremad_pre", "crema_d", str(tmp_path)
   src.embeddings = str(tmp_path / "emb.npz")
-  src.options = {"raters": "pretrain"}
-  tgt.name, tgt.reader, tgt.path = "cremad_new", "crema_d", ""
-  tgt.options = {"raters": "new"}
+  src.options = {"raters": "pretrain", "actors": "pretrain"}
+  tgt.name, tgt.reader, tgt.path = "cremad_new", "crema_d", str(tmp_path)
+  tgt.embeddings = src.embeddings
+  tgt.options = {"raters": "new", "actors": "new"}
   c.data.min_ratings = 20
   c.train.loss = "xent"
   c.eval.score = "loglik"
@@ -76,6 +77,9 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   c.optim.early_stop_patience = 15
   out = jobs.run(c, str(tmp_path / "work"))
   rows = out["results"]["rows"]
+  # Raters and actors held apart: nothing of the test material was seen.
+  assert out["prepared"].overlap == {"clips": 0, "speakers": 0,
+                                     "annotators": 0, "allowed": []}
   assert set(out["results"]["protocol"]["metrics"]) == {"agreement_ind",
                                                         "loglik_ind"}
   assert "linear_fit@all" not in rows  # rating-only rows are left out
@@ -122,3 +126,28 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   c.mode = "enroll"
   with pytest.raises(ValueError, match="heads are categorical"):
     jobs.run(c, str(tmp_path / "new2"))
+
+
+def test_crema_d_rater_only_split_leaks_and_is_refused(tiny_config, tmp_path):
+  """Splitting raters but not actors puts the target's test clips and
+  speakers in pre-training: prepare fails naming the counts, unless the
+  config allows it, and then the results say so."""
+  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+  _write_corpus(tmp_path, n_actors=10, clips_per_actor=10)
+  c = tiny_config
+  c.data.corpus = "files"
+  src, tgt = c.data.files.source, c.data.files.target
+  for spec, group in ((src, "pretrain"), (tgt, "new")):
+    spec.name, spec.reader, spec.path = f"c_{group}", "crema_d", str(tmp_path)
+    spec.embeddings = str(tmp_path / "emb.npz")
+    spec.options = {"raters": group}
+  c.data.min_ratings = 1
+  with pytest.raises(prepare.LeakageError,
+                     match=r"shares 100 clips .*10 speakers"):
+    prepare.prepare(c, str(tmp_path / "w"))
+  c.data.allow_overlap = ("clips", "speakers")
+  got = prepare.prepare(c, str(tmp_path / "w")).overlap
+  assert got == {"clips": 100, "speakers": 10, "annotators": 0,
+                 "allowed": ["clips", "speakers"]}
+  from annojax import evaluate  # pylint: disable=g-import-not-at-top
+  assert "Overlap allowed" in evaluate._overlap_line(got)  # pylint: disable=protected-access

@@ -157,3 +157,144 @@ def test_auto_layout_switches_by_head_count():
   assert pipeline.choose_layout("auto", 100) == "dense"
   assert pipeline.choose_layout("auto", 2000) == "sparse"
   assert pipeline.choose_layout("sparse", 10) == "sparse"
+
+
+def _write_generic(root, emb_scale=1.0, emb_offset=0.0, seed=0):
+  """Source + target generic CSV corpora with embeddings (.npz): 8 source
+  speakers x 5 clips rated by annotators a0-a3 (and a rare one, r, with a
+  single rating), 4 target speakers x 5 clips rated by t0-t1."""
+  rng = np.random.default_rng(seed)
+  root.mkdir(parents=True, exist_ok=True)
+  for name, n_spk, anns in (("src", 8, ["a0", "a1", "a2", "a3"]),
+                            ("tgt", 4, ["t0", "t1"])):
+    lines = ["clip,annotator,speaker,activation,valence"]
+    ids = []
+    for s in range(n_spk):
+      for c in range(5):
+        clip = f"{name}_s{s}_c{c}"
+        ids.append(clip)
+        for a in anns:
+          lines.append(f"{clip},{a},{name}_s{s},{rng.integers(1, 8)},"
+                       f"{rng.integers(1, 8)}")
+    if name == "src":
+      lines.append(f"{ids[0]},r,{name}_s0,7,7")
+    (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    emb = rng.normal(size=(len(ids), 5)) * emb_scale + emb_offset
+    np.savez(root / f"{name}.npz", clip_ids=np.array(ids),
+             embeddings=emb.astype(np.float32))
+  return root
+
+
+def _files_config(config, root):
+  config.data.corpus = "files"
+  for role, name in (("source", "src"), ("target", "tgt")):
+    spec = config.data.files[role]
+    spec.name, spec.reader = name, "generic"
+    spec.path, spec.embeddings = str(root / f"{name}.csv"), str(
+        root / f"{name}.npz")
+    spec.scale = (1.0, 7.0)
+  config.data.min_ratings = 2
+  return config
+
+
+def test_fingerprint_covers_the_input_files_content(tiny_config, tmp_path):
+  root = _write_generic(tmp_path / "in")
+  c = _files_config(tiny_config, root)
+  a = prepare.prepare(c, str(tmp_path / "w"))
+  text = (root / "src.csv").read_text().splitlines()
+  first = text[1].split(",")
+  first[3] = "1" if first[3] != "1" else "2"  # edit one rating in place
+  text[1] = ",".join(first)
+  (root / "src.csv").write_text("\n".join(text) + "\n")
+  b = prepare.prepare(c, str(tmp_path / "w"))
+  assert a.source != b.source  # same config, same path, new content
+  got = pipeline.load_table(b.source, "train")
+  clip = first[0]
+  if clip in got.clip_ids:  # the edited rating is what the dataset holds
+    i = list(got.clip_ids).index(clip)
+    ann = pipeline.read_meta(b.source).annotator_ids.index(first[1])
+    rows = (got.pair_clip == i) & (got.pair_annotator == ann)
+    np.testing.assert_allclose(got.pair_values[rows][0, 0],
+                               ratings_lib.rescale(float(first[3]), 1, 7))
+
+
+def test_consensus_counts_every_rating(tiny_config, tmp_path):
+  """min_ratings keeps annotator r (1 rating) out of the heads, but not out
+  of the clip's consensus: the aggregate's target and CCC_con's label."""
+  root = _write_generic(tmp_path / "in")
+  c = _files_config(tiny_config, root)
+  p = prepare.prepare(c, str(tmp_path / "w"))
+  meta = pipeline.read_meta(p.source)
+  assert "r" not in meta.annotator_ids
+  lines = (root / "src.csv").read_text().splitlines()[1:]
+  rows = [l.split(",") for l in lines if l.startswith("src_s0_c0,")]
+  want = ratings_lib.rescale(
+      np.array([[float(r[3]), float(r[4])] for r in rows]), 1, 7).mean(0)
+  assert len(rows) == 5  # a0-a3 and r
+  for split in ("train", "validation", "test"):
+    t = pipeline.load_table(p.source, split)
+    if "src_s0_c0" in t.clip_ids:
+      i = list(t.clip_ids).index("src_s0_c0")
+      np.testing.assert_allclose(t.consensus[i], want, rtol=1e-6)
+      heads_mean = t.pair_values[t.pair_clip == i].mean(0)
+      assert not np.allclose(heads_mean, want)
+      reader = pipeline.SplitReader(p.source, split)
+      batch = pipeline.make_batch(
+          reader.get([i]), layout="consensus", num_annotators=4, num_dims=2,
+          max_raters=5, embedding_dim=5)
+      np.testing.assert_allclose(batch["labels"][0, 0], want, rtol=1e-6)
+
+
+def test_features_are_standardised_with_source_training_statistics(
+    tiny_config, tmp_path):
+  """Features on wild scales (openSMILE-like: offsets ~40, s.d. ~100) are
+  stored as (x - mean) / s.d. of the source training split, so the model
+  sees the same inputs whatever the feature scale."""
+  a_root = _write_generic(tmp_path / "a")
+  b_root = _write_generic(tmp_path / "b", emb_scale=100.0, emb_offset=40.0)
+  a = prepare.prepare(_files_config(tiny_config, a_root), str(tmp_path / "wa"))
+  b = prepare.prepare(_files_config(tiny_config, b_root), str(tmp_path / "wb"))
+  train = pipeline.load_table(b.source, "train").embeddings
+  np.testing.assert_allclose(train.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(train.std(0), 1.0, rtol=1e-4)
+  meta = pipeline.read_meta(b.source)
+  assert meta.feature_mean is not None and np.all(meta.feature_std > 10)
+  # The target goes through the SOURCE statistics (not its own).
+  assert np.array_equal(pipeline.read_meta(b.target).feature_mean,
+                        meta.feature_mean)
+  for path_a, path_b, split in ((a.source, b.source, "train"),
+                                (a.target, b.target, "full")):
+    np.testing.assert_allclose(
+        pipeline.load_table(path_a, split).embeddings,
+        pipeline.load_table(path_b, split).embeddings, atol=2e-3)
+  tiny_config.data.standardize = False
+  raw = prepare.prepare(tiny_config, str(tmp_path / "wb"))
+  assert pipeline.load_table(raw.source, "train").embeddings.std() > 50
+
+
+def test_overlap_with_pretraining_is_refused_and_counted():
+  def table(clips, anns, spk):
+    return ratings_lib.make_ratings(clips, anns, spk, np.zeros((len(clips), 1)),
+                                    ("a",), source="x")
+  src = table(["c1", "c2"], ["a1", "a2"], ["s1", "s2"])
+  clean = table(["d1"], ["b1"], ["t1"])
+  assert prepare.overlap(src, clean) == {
+      "clips": 0, "speakers": 0, "annotators": 0, "allowed": []}
+  leaky = table(["d1", "c2"], ["a1", "b1"], ["t1", "s2"])
+  with pytest.raises(prepare.LeakageError,
+                     match=r"shares 1 clips \(e.g. \['c2'\]\); 1 speakers "
+                           r"\(e.g. \['s2'\]\); 1 annotators"):
+    prepare.overlap(src, leaky)
+  with pytest.raises(prepare.LeakageError, match="1 clips"):
+    prepare.overlap(src, leaky, allow=("speakers", "annotators"))
+  assert prepare.overlap(src, leaky, allow=prepare.OVERLAP_KINDS) == {
+      "clips": 1, "speakers": 1, "annotators": 1,
+      "allowed": ["annotators", "clips", "speakers"]}
+
+
+def test_empty_target_path_is_an_error_not_a_silent_reuse(tiny_config,
+                                                          tmp_path):
+  c = _files_config(tiny_config, _write_generic(tmp_path / "in"))
+  c.data.files.target.path = ""
+  with pytest.raises(ValueError, match=r"files.target.path is empty"):
+    prepare.prepare(c, str(tmp_path / "w"))

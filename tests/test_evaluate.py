@@ -3,13 +3,25 @@
 import os
 
 import numpy as np
+import pytest
+from scipy import stats
 
+from annojax import baselines
 from annojax import evaluate
+from annojax import metrics
+from annojax import train
+from annojax.data import pipeline
 
 
-def test_protocol_rows_and_claims(trained_tiny):
+@pytest.fixture(scope="module")
+def protocol(trained_tiny):
   config, workdir, prepared = trained_tiny
-  res = evaluate.run_protocol(config, workdir, prepared)
+  return evaluate.run_protocol(config, workdir, prepared)
+
+
+def test_protocol_rows_and_claims(trained_tiny, protocol):
+  config, workdir, _ = trained_tiny
+  res = protocol
   rows = res["rows"]
   for d in ("activation", "valence"):
     def m(row, metric="ccc_ind"):
@@ -30,7 +42,7 @@ def test_protocol_rows_and_claims(trained_tiny):
   out = os.path.join(workdir, "eval")
   md = open(os.path.join(out, "results.md")).read()
   for row in ("aggregate", "mean_heads", "random_head", "most_similar@5",
-              "linear_fit@all", "finetune@20", "oracle"):
+              "linear_fit@all", "calibrated@5", "finetune@20", "oracle"):
     assert f"| {row} |" in md
   assert os.path.getsize(os.path.join(out, "ccc_ind_vs_k.png")) > 10_000
 
@@ -59,7 +71,7 @@ def test_linear_fit_matches_ridge_lstsq():
   x = rng.normal(size=(1, 6, 1))
   y = 2 * x + 0.5 + 0.1 * rng.normal(size=x.shape)
   mask = np.ones((1, 6))
-  a, c = evaluate._linear_fit(x, y, mask, ridge=1.0)
+  a, c = baselines.linear_fit(x, y, mask, ridge=1.0)
   # Ridge toward (1, 0): augment the design with the prior as pseudo-rows.
   design = np.concatenate([np.c_[x[0, :, 0], np.ones(6)], np.eye(2)])
   target = np.concatenate([y[0, :, 0], [1.0, 0.0]])
@@ -74,8 +86,103 @@ def test_finetune_lowers_enrollment_error():
   mask = np.ones((3, 10), np.float32)
   k0 = rng.normal(size=(3, 2, 8)).astype(np.float32) * 0.1
   b0 = np.zeros((3, 2), np.float32)
-  k1, b1 = evaluate._finetune(k0, b0, z, y, mask, 50, 1e-2, 0.0)
+  k1, b1 = baselines.finetune(k0, b0, z, y, mask, 50, 1e-2, 0.0)
 
   def err(k, b):
     return ((np.einsum("nkdh,ndh->nkd", z, k) + b[:, None] - y) ** 2).mean()
   assert err(np.asarray(k1), np.asarray(b1)) < 0.8 * err(k0, b0)
+
+
+def test_seeds_are_independent_replicates(trained_tiny, protocol):
+  """Each seed pre-trains its own models and draws its own speaker folds, so
+  no two runs repeat each other; the table names the unit and n of each
+  test."""
+  config, workdir, prepared = trained_tiny
+  assert config.eval.seeds == 2
+  for kind in ("individual", "aggregate"):
+    _, p0 = train.load_best(config, workdir, kind, prepared, 0)
+    _, p1 = train.load_best(config, workdir, kind, prepared, 1)
+    k0, k1 = train.head_arrays(p0)[0], train.head_arrays(p1)[0]
+    assert np.abs(k0 - k1).mean() > 0.1 * np.abs(k0).mean()
+  table = pipeline.load_table(prepared.target, "full")
+  f0 = [set(f) for f in evaluate.speaker_folds(table.speakers, 5, 0)]
+  f1 = [set(f) for f in evaluate.speaker_folds(table.speakers, 5, 1)]
+  assert f0 != f1
+  for row in ("aggregate", "mean_heads", "oracle"):
+    runs = protocol["rows"][row]["ccc_ind"]["activation"]["runs"]
+    assert len(runs) == 10 and len(set(runs)) == 10, row
+  assert protocol["tests"]["runs"]["n"] == 10
+  assert protocol["tests"]["seeds"]["n"] == 2
+  md = open(os.path.join(workdir, "eval", "results.md")).read()
+  assert "n = 10" in md and "n = 2" in md and "unit: seed" in md
+  assert ("Leakage check: the target shares 0 clips, 0 speakers, 0 "
+          "annotators") in md
+
+
+def test_fixed_folds_by_regex():
+  spk = np.array(["Ses01_F", "Ses01_M", "Ses02_F", "Ses02_M", "Ses03_F"])
+  for seed in (0, 1):
+    folds = evaluate.speaker_folds(spk, 5, seed, fold_by=r"^(Ses\d+)")
+    assert [f.tolist() for f in folds] == [
+        ["Ses01_F", "Ses01_M"], ["Ses02_F", "Ses02_M"], ["Ses03_F"]]
+  with pytest.raises(ValueError, match="does not match speaker"):
+    evaluate.speaker_folds(np.array(["x"]), 1, 0, fold_by=r"^(Ses\d+)")
+
+
+def test_tests_pair_runs_by_key():
+  """The paired tests pair each run with the aggregate's run of the same
+  (seed, fold), whatever order the runs were recorded in."""
+  rng = np.random.default_rng(0)
+  keys = [(s, f) for s in range(3) for f in range(4)]
+  base = {k: rng.uniform(0.0, 0.8) for k in keys}  # runs differ a lot
+  gain = {k: 0.02 + 0.005 * rng.normal() for k in keys}  # small, consistent
+  cells = {"aggregate": {k: {"ccc_ind": [base[k]]} for k in reversed(keys)},
+           "better": {k: {"ccc_ind": [base[k] + gain[k]]} for k in keys}}
+  res = evaluate.summarize(cells, ("a",), ("ccc_ind",))
+  cell = res["rows"]["better"]["ccc_ind"]["a"]
+  want = stats.ttest_rel([base[k] + gain[k] for k in keys],
+                         [base[k] for k in keys]).pvalue
+  np.testing.assert_allclose(cell["t_p"], want)
+  assert cell["t_p"] < 1e-6  # mis-paired runs would give p ~ 0.9
+  seed_mean = lambda d, s: np.mean([d[k] for k in keys if k[0] == s])
+  want_seed = stats.ttest_rel(
+      [seed_mean({k: base[k] + gain[k] for k in keys}, s) for s in range(3)],
+      [seed_mean(base, s) for s in range(3)]).pvalue
+  np.testing.assert_allclose(cell["seed_t_p"], want_seed)
+  cells["short"] = {k: {"ccc_ind": [0.0]} for k in keys[:-1]}
+  with pytest.raises(ValueError, match="cannot be paired"):
+    evaluate.summarize(cells, ("a",), ("ccc_ind",))
+
+
+def test_calibration_matches_mean_and_sd_and_shrinks_to_identity():
+  rng = np.random.default_rng(0)
+  x = rng.normal(0.1, 0.2, size=(2, 400, 2))
+  y = 0.3 + 2.0 * x + 0.3 * rng.normal(size=x.shape)
+  mask = np.ones((2, 400))
+  mask[1] = 0  # no enrollment clips: the aggregate unchanged
+  a, c = baselines.calibrate(x, y, mask, shrink=5.0)
+  pred = a[:, None] * x + c[:, None]
+  np.testing.assert_allclose(pred[0].mean(0), y[0].mean(0), atol=0.01)
+  np.testing.assert_allclose(pred[0].std(0), y[0].std(0), rtol=0.02)
+  np.testing.assert_allclose(a[1], 1.0)
+  np.testing.assert_allclose(c[1], 0.0)
+  # An MSE line shrinks the variance (slope < sd ratio); matching the s.d.
+  # gives a higher CCC on the same clips.
+  la, lc = baselines.linear_fit(x, y, mask, 1.0)
+  lin = la[:, None] * x + lc[:, None]
+  assert (metrics.ccc(pred[0], y[0]) > metrics.ccc(lin[0], y[0])).all()
+
+
+def test_ccc_con_uses_the_consensus_of_all_ratings():
+  """CCC_con compares the mean prediction with the consensus of ALL of a
+  clip's ratings, not only of the annotators in the run."""
+  table = pipeline.ClipTable(
+      clip_ids=np.array(["c0", "c1", "c2"]), speakers=np.array(["s"] * 3),
+      embeddings=np.zeros((3, 1), np.float32),
+      pair_clip=np.array([0, 1, 2]), pair_annotator=np.array([0, 0, 0]),
+      pair_values=np.array([[0.9], [-0.9], [0.1]], np.float32),
+      consensus=np.array([[0.2], [-0.1], [0.0]], np.float32))
+  pred = np.array([[0.3], [-0.2], [0.05]])
+  got = evaluate._evaluate_row(pred, table, np.arange(3))["ccc_con"]  # pylint: disable=protected-access
+  np.testing.assert_allclose(got, metrics.ccc(pred, table.consensus))
+  assert not np.allclose(got, metrics.ccc(pred, table.pair_values))

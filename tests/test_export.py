@@ -147,3 +147,25 @@ def test_mapping_json_is_readable(tiny_config, bundle_dir, tmp_path):
   assert len(m["heads"]) == 3 and m["heads"][0] == b.annotator_ids[3]
   assert abs(sum(m["weights"]) - 1) < 1e-5
   assert m["scores"] == sorted(m["scores"], reverse=True)
+
+
+def test_bundle_standardises_raw_embeddings_like_prepare(trained_tiny,
+                                                         bundle_dir):
+  """The bundle carries the source training split's feature statistics and
+  applies them to raw embeddings: its features of the raw target clips equal
+  the trunk features of the standardised clips the protocol used."""
+  from annojax.corpora import synthetic  # pylint: disable=g-import-not-at-top
+  config, workdir, prepared = trained_tiny
+  b = export.load(bundle_dir)
+  meta = pipeline.read_meta(prepared.source)
+  np.testing.assert_allclose(b.info["standardizer"]["mean"],
+                             meta.feature_mean, rtol=1e-6)
+  _, target = synthetic.make_pair(config.data.synthetic)
+  table = pipeline.load_table(prepared.target, "full")
+  raw = target.embeddings[np.searchsorted(target.clips, table.clip_ids)]
+  assert not np.allclose(raw, table.embeddings, atol=1e-2)
+  graphdef, params = train.load_best(config, workdir, "individual", prepared)
+  np.testing.assert_allclose(
+      b.features(raw), train.trunk_features(graphdef, params,
+                                            table.embeddings),
+      rtol=1e-4, atol=1e-4)

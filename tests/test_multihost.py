@@ -16,6 +16,7 @@ import pytest
 
 from annojax import checkpointing
 from annojax import train
+from annojax.data import builder
 from annojax.data import pipeline
 from configs import tiny
 
@@ -34,7 +35,7 @@ def _best_params(workdir):
   config = tiny.get_config()
   data = os.path.join(workdir, "data", "annojax_ratings")
   source = [d for d in os.listdir(data) if d.startswith("synthetic_source")]
-  meta = pipeline.read_meta(os.path.join(data, source[0], "1.0.0"))
+  meta = pipeline.read_meta(os.path.join(data, source[0], builder.VERSION))
   _, _, state = train._initial_state(config, meta, "individual")  # pylint: disable=protected-access
   ckpts = checkpointing.Checkpoints(
       os.path.join(workdir, "individual", "checkpoints"))
@@ -45,7 +46,8 @@ def _best_params(workdir):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="loopback gloo on Linux")
 def test_two_processes_match_one(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHON=sys.executable)
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   r1 = subprocess.run([sys.executable, "-m", "annojax.main", *FLAGS,
                        f"--workdir={single}"], cwd=ROOT, env=env,

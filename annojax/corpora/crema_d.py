@@ -14,8 +14,12 @@ queryType 1); rows of other types are counted, not errors. Speaker = actor
 id, the first 4 digits of the clip name (1001_DFA_ANG_XX -> 1001). A rater
 who answered the same clip twice gets the average (validate counts it).
 raters="pretrain" / "new" splits one corpus's raters 80/20 (stable hash),
-so CREMA-D alone can serve as both the pre-training population and the
-corpus of new annotators (configs/crema_d.py).
+and actors="pretrain" / "new" its actors the same way, so CREMA-D alone can
+serve as both the pre-training population and the corpus of new annotators
+(configs/crema_d.py) with neither raters nor actors (hence clips) shared:
+the new raters are tested on actors the heads never heard. Responses that
+cross the groups (a pre-training rater on a new actor's clip and vice
+versa) are dropped and counted.
 
 `read_tabulated` reads tabulatedVotes.csv (per-clip vote counts, present in
 every copy of the corpus) for consensus distributions.
@@ -48,16 +52,21 @@ def _find(path: str, name: str) -> str:
 
 def rater_group(rater: str) -> str:
   """"new" for a stable 20% of raters (crc32 of the id), else "pretrain":
-  one corpus split into a pre-training population and new annotators."""
+  one corpus split into a pre-training population and new annotators.
+  The same rule splits actors (speakers)."""
   return "new" if zlib.crc32(rater.encode()) % 5 == 0 else "pretrain"
 
 
-def read(path: str, stimulus: str = "voice",
-         raters: str = "all") -> ratings_lib.Ratings:
-  """raters: "all", or "pretrain" / "new" (see rater_group)."""
+GROUPS = ("all", "pretrain", "new")
+
+
+def read(path: str, stimulus: str = "voice", raters: str = "all",
+         actors: str = "all") -> ratings_lib.Ratings:
+  """raters / actors: "all", or "pretrain" / "new" (see rater_group)."""
   path = _find(path, "finishedResponses.csv")
-  if raters not in ("all", "pretrain", "new"):
-    raise ValueError(f"unknown raters {raters!r}; all, pretrain or new")
+  for name, value in (("raters", raters), ("actors", actors)):
+    if value not in GROUPS:
+      raise ValueError(f"unknown {name} {value!r}; one of {GROUPS}")
   if stimulus not in QUERY_TYPES:
     raise ValueError(f"unknown stimulus {stimulus!r}; one of "
                      f"{sorted(QUERY_TYPES)}")
@@ -85,6 +94,9 @@ def read(path: str, stimulus: str = "voice",
       if len(clip) < 4 or not clip[:4].isdigit():
         raise ratings_lib.RatingsError(
             f"{where}: clip name {clip!r} does not start with an actor id")
+      if actors != "all" and rater_group(clip[:4]) != actors:
+        rows.drop(f"actor not in the {actors!r} group", 1)
+        continue
       onehot = np.zeros(len(CODES), np.float32)
       onehot[CODES.index(emo)] = 1.0
       rows.add(clip, rater, clip[:4], onehot)

@@ -19,7 +19,7 @@ from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import ratings as ratings_lib
 
 NAME = "annojax_ratings"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: consensus of all ratings; standardizer
 
 
 class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
@@ -29,10 +29,12 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, corpus: corpus_lib.Corpus,
                splits: dict[str, np.ndarray], index: ratings_lib.AnnotatorIndex,
-               **kwargs):
+               consensus: np.ndarray, standardizer=(None, None), **kwargs):
     self._corpus = corpus
     self._splits = splits
     self._index = index
+    self._consensus = np.asarray(consensus, np.float32)  # [C, D]
+    self._standardizer = standardizer
     super().__init__(config=tfds.core.BuilderConfig(name=corpus.name),
                      file_format="array_record", **kwargs)
 
@@ -52,6 +54,10 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
                                                dtype=np.int32),
             "ratings": tfds.features.Tensor(shape=(None, dims),
                                             dtype=np.float32),
+            # Mean of ALL the clip's ratings (also of annotators without
+            # a head): the aggregate model's target and CCC_con's label.
+            "consensus": tfds.features.Tensor(shape=(dims,),
+                                              dtype=np.float32),
         }),
         metadata=tfds.core.MetadataDict(
             corpus=c.name,
@@ -59,6 +65,10 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
             annotator_ids=list(self._index.ids),
             annotator_types=(None if types is None else
                              [types.get(a, -1) for a in self._index.ids]),
+            # Embeddings are stored standardised: (x - mean) / std, with
+            # the source training split's statistics (None: as given).
+            feature_mean=_list(self._standardizer[0]),
+            feature_std=_list(self._standardizer[1]),
         ))
 
   def _split_generators(self, dl_manager):
@@ -80,7 +90,12 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
           "embedding": c.embeddings[i],
           "annotators": ann[rows],
           "ratings": c.ratings.values[rows],
+          "consensus": self._consensus[i],
       }
+
+
+def _list(x):
+  return None if x is None else np.asarray(x, np.float64).tolist()
 
 
 def rows_by_clip(clips: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,9 +110,19 @@ def dataset_dir(data_dir: str, corpus_name: str) -> str:
 
 
 def build(corpus: corpus_lib.Corpus, splits: dict[str, np.ndarray],
-          index: ratings_lib.AnnotatorIndex, data_dir: str) -> str:
-  """Writes the dataset (if not there yet); returns its directory."""
+          index: ratings_lib.AnnotatorIndex, data_dir: str,
+          consensus: np.ndarray | None = None,
+          standardizer=(None, None)) -> str:
+  """Writes the dataset (if not there yet); returns its directory.
+
+  consensus [C, D]: per clip (aligned with corpus.clips) the mean of all its
+  ratings; default: the mean of the ratings in corpus.ratings.
+  """
+  if consensus is None:
+    ids, means = ratings_lib.consensus(corpus.ratings)
+    consensus = means[np.searchsorted(ids, corpus.clips)]
   builder = AnnojaxRatings(corpus=corpus, splits=splits, index=index,
+                           consensus=consensus, standardizer=standardizer,
                            data_dir=data_dir)
   builder.download_and_prepare()
   return dataset_dir(data_dir, corpus.name)

@@ -45,6 +45,9 @@ class Meta:
   annotator_types: np.ndarray | None
   embedding_dim: int
   split_sizes: dict[str, int]
+  # Standardizer the stored embeddings went through (None: none).
+  feature_mean: np.ndarray | None = None
+  feature_std: np.ndarray | None = None
 
   @property
   def num_annotators(self) -> int:
@@ -58,7 +61,13 @@ def read_meta(path: str) -> Meta:
   return Meta(dims=tuple(md["dims"]), annotator_ids=tuple(md["annotator_ids"]),
               annotator_types=None if types is None else np.asarray(types),
               embedding_dim=b.info.features["embedding"].shape[0],
-              split_sizes={k: v.num_examples for k, v in b.info.splits.items()})
+              split_sizes={k: v.num_examples for k, v in b.info.splits.items()},
+              feature_mean=_array(md.get("feature_mean")),
+              feature_std=_array(md.get("feature_std")))
+
+
+def _array(x):
+  return None if x is None else np.asarray(x, np.float32)
 
 
 class SplitReader:
@@ -95,6 +104,7 @@ class ClipTable:
   pair_clip: np.ndarray    # [P] row into clip_ids
   pair_annotator: np.ndarray  # [P] dense annotator index
   pair_values: np.ndarray  # [P, D]
+  consensus: np.ndarray    # [C, D] mean of ALL the clip's ratings
 
 
 def load_table(path: str, split: str, chunk: int = 4096) -> ClipTable:
@@ -112,7 +122,8 @@ def load_table(path: str, split: str, chunk: int = 4096) -> ClipTable:
       pair_annotator=np.concatenate(
           [e["annotators"] for e in exs]).astype(np.int32),
       pair_values=np.concatenate(
-          [e["ratings"].reshape(-1, dims) for e in exs]).astype(np.float32))
+          [e["ratings"].reshape(-1, dims) for e in exs]).astype(np.float32),
+      consensus=np.stack([e["consensus"] for e in exs]).astype(np.float32))
 
 
 def _str(x) -> str:
@@ -138,6 +149,10 @@ def make_batch(examples: list[dict], layout: str, num_annotators: int,
     emb[i] = ex["embedding"]
     valid[i] = 1.0
     ann, r = ex["annotators"], ex["ratings"].reshape(-1, num_dims)
+    if layout == "consensus":  # all the clip's ratings, not only the heads'
+      labels[i, 0] = ex["consensus"]
+      mask[i, 0] = 1.0
+      continue
     if not len(ann):
       continue
     if layout == "dense":
@@ -150,9 +165,6 @@ def make_batch(examples: list[dict], layout: str, num_annotators: int,
       labels[i, :len(ann)] = r
       mask[i, :len(ann)] = 1.0
       annotators[i, :len(ann)] = ann
-    else:
-      labels[i, 0] = r.mean(0)
-      mask[i, 0] = 1.0
   batch = {"embedding": emb, "labels": labels, "label_mask": mask,
            "valid": valid}
   if layout == "sparse":

@@ -30,6 +30,16 @@ from annojax.data import builder as builder_lib
 class Prepared:
   source: str  # dataset directory of the pre-training population
   target: str  # dataset directory of the target corpus
+  # Clips / speakers / annotators the target shares with the pre-training
+  # data, and which kinds config.data.allow_overlap allowed (see overlap()).
+  overlap: dict = dataclasses.field(default_factory=dict)
+
+
+class LeakageError(ValueError):
+  """The target's test material overlaps the pre-training data."""
+
+
+OVERLAP_KINDS = ("clips", "speakers", "annotators")
 
 
 def load_corpora(cfg: ml_collections.ConfigDict
@@ -39,12 +49,101 @@ def load_corpora(cfg: ml_collections.ConfigDict
     return synthetic.make_pair(cfg.synthetic)
   if cfg.corpus == "files":
     src, tgt = cfg.files.source, cfg.files.target
-    if not tgt.path:  # one corpus in both roles (e.g. configs/crema_d.py)
-      tgt = ml_collections.ConfigDict(tgt.to_dict())
-      tgt.path, tgt.embeddings = src.path, src.embeddings
+    for role, spec in (("source", src), ("target", tgt)):
+      if not spec.path:
+        raise ValueError(
+            f"config.data.files.{role}.path is empty: name the {role} "
+            "corpus. One corpus in both roles must be configured explicitly "
+            "(target.path = source.path) with options that hold raters, "
+            "clips and speakers apart (see configs/crema_d.py); the leakage "
+            "check after prepare enforces it.")
     return readers.load(src), readers.load(tgt)
   raise ValueError(f"unknown config.data.corpus {cfg.corpus!r}; "
                    "one of 'synthetic', 'files'")
+
+
+def overlap(source: ratings_lib.Ratings, target: ratings_lib.Ratings,
+            allow=()) -> dict:
+  """Counts what the target's test material shares with pre-training.
+
+  Every target clip is a test clip in some fold, so the whole target table
+  is test material; the pre-training side is every source rating kept for
+  the source dataset. Raises LeakageError naming the counts (and examples)
+  unless each overlapping kind is listed in `allow`.
+  """
+  bad = [k for k in allow if k not in OVERLAP_KINDS]
+  if bad:
+    raise ValueError(f"config.data.allow_overlap: unknown {bad}; any of "
+                     f"{OVERLAP_KINDS}")
+  cols = {"clips": "clip", "speakers": "speaker", "annotators": "annotator"}
+  shared = {k: np.intersect1d(getattr(source, c), getattr(target, c))
+            for k, c in cols.items()}
+  out = {k: int(len(v)) for k, v in shared.items()}
+  out["allowed"] = sorted(k for k in allow if out[k])
+  leaks = [k for k in OVERLAP_KINDS if out[k] and k not in allow]
+  if leaks:
+    detail = "; ".join(f"{out[k]} {k} (e.g. {shared[k][:3].tolist()})"
+                       for k in leaks)
+    raise LeakageError(
+        f"the target corpus ({target.source}) shares {detail} with the "
+        f"pre-training data ({source.source}), so its test material is not "
+        "unseen. Split the corpora apart, or set config.data.allow_overlap="
+        f"{tuple(leaks)} to run anyway (the results then report it).")
+  if out["allowed"]:
+    logging.warning("overlap allowed by config.data.allow_overlap: %s",
+                    {k: out[k] for k in out["allowed"]})
+  return out
+
+
+def _hash_path(h, path: str):
+  """Feeds a file's bytes (or a directory's files, sorted) into `h`."""
+  if not path:
+    return
+  if os.path.isdir(path):
+    for root, dirs, files in os.walk(path):
+      dirs.sort()
+      for name in sorted(files):
+        full = os.path.join(root, name)
+        h.update(os.path.relpath(full, path).encode())
+        _hash_path(h, full)
+  elif os.path.isfile(path):
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+
+
+def fingerprint(cfg: ml_collections.ConfigDict) -> str:
+  """Hash of everything that decides a dataset's content: the data config,
+  the dataset format, and the bytes of every input file (an edited ratings
+  or embedding file gives a new dataset, never a stale one)."""
+  h = hashlib.sha1(cfg.to_json(sort_keys=True).encode())
+  h.update(builder_lib.VERSION.encode())
+  if cfg.corpus == "files":
+    for spec in (cfg.files.source, cfg.files.target):
+      _hash_path(h, spec.path)
+      _hash_path(h, spec.embeddings)
+  return h.hexdigest()
+
+
+def standardizer(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, s.d.) per feature; a constant feature gets s.d. 1 (it becomes
+  0 after centring rather than dividing by zero)."""
+  x = np.asarray(embeddings, np.float64)
+  mean, std = x.mean(0), x.std(0)
+  const = std < 1e-8 * np.maximum(1.0, np.abs(mean))
+  if const.any():
+    logging.info("%d of %d features are constant on the source training "
+                 "split (left at 0 after centring)", int(const.sum()),
+                 len(std))
+  std = np.where(const, 1.0, std)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def apply_standardizer(embeddings: np.ndarray, mean, std) -> np.ndarray:
+  if mean is None:
+    return np.asarray(embeddings, np.float32)
+  return ((np.asarray(embeddings, np.float32) - np.asarray(mean, np.float32))
+          / np.asarray(std, np.float32))
 
 
 def speaker_splits(speakers: np.ndarray, fractions: dict[str, float],
@@ -85,17 +184,17 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
   cfg = config.data
   out_dir = data_dir(config, workdir)
   tfds.disable_progress_bar()
-  # A changed data config must never reuse a stale dataset: the dataset name
-  # carries a fingerprint of everything that decides its content.
-  fingerprint = hashlib.sha1(cfg.to_json(sort_keys=True).encode()).hexdigest()
+  # A changed data config or input file must never reuse a stale dataset:
+  # the dataset name carries a fingerprint of everything that decides it.
+  fp = fingerprint(cfg)
   source, target = load_corpora(cfg)
-  paths = []
+  tables, kept = [], []
   for corpus, min_ratings, fractions in (
       (source, cfg.min_ratings, dict(validation=cfg.val_fraction,
                                      test=cfg.test_fraction)),
       (target, 1, None)):
-    table = ratings_lib.validate(corpus.ratings, known_clips=corpus.clips)
-    table = ratings_lib.filter_min_ratings(table, min_ratings)
+    full = ratings_lib.validate(corpus.ratings, known_clips=corpus.clips)
+    table = ratings_lib.filter_min_ratings(full, min_ratings)
     if not len(table):
       raise ratings_lib.RatingsError(
           f"{corpus.name}: no annotator has >= {min_ratings} ratings")
@@ -103,15 +202,34 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
     if (~keep).any():
       logging.info("%s: %d of %d clips have no rating left and are dropped.",
                    corpus.name, int((~keep).sum()), len(keep))
+    # The consensus of a clip is the mean of ALL its ratings, including
+    # those of annotators min_ratings keeps out of the heads.
+    clip_ids, means = ratings_lib.consensus(full)
+    pos = np.searchsorted(clip_ids, corpus.clips[keep])
     corpus = dataclasses.replace(
-        corpus, name=f"{corpus.name}_{fingerprint[:10]}",
+        corpus, name=f"{corpus.name}_{fp[:10]}",
         clips=corpus.clips[keep], speakers=corpus.speakers[keep],
         embeddings=corpus.embeddings[keep], ratings=table)
     splits = (speaker_splits(corpus.speakers, fractions, cfg.split_seed)
               if fractions else {"full": np.arange(len(corpus.clips))})
-    index = ratings_lib.AnnotatorIndex.from_ids(table.annotator)
+    tables.append(table)
+    kept.append((corpus, splits, means[pos]))
+  shared = overlap(tables[0], tables[1], tuple(cfg.allow_overlap))
+  # Standardise every embedding with the source TRAINING split's statistics
+  # (stored in the datasets' metadata and the export bundle).
+  mean = std = None
+  if cfg.standardize:
+    src_corpus, src_splits, _ = kept[0]
+    mean, std = standardizer(src_corpus.embeddings[src_splits["train"]])
+  paths = []
+  for corpus, splits, cons in kept:
+    corpus = dataclasses.replace(corpus, embeddings=apply_standardizer(
+        corpus.embeddings, mean, std))
+    index = ratings_lib.AnnotatorIndex.from_ids(corpus.ratings.annotator)
     logging.info("%s: %d clips, %d annotators, %d ratings; splits %s",
-                 corpus.name, len(corpus.clips), len(index), len(table),
-                 {k: len(v) for k, v in splits.items()})
-    paths.append(builder_lib.build(corpus, splits, index, out_dir))
-  return Prepared(*paths)
+                 corpus.name, len(corpus.clips), len(index),
+                 len(corpus.ratings), {k: len(v) for k, v in splits.items()})
+    paths.append(builder_lib.build(corpus, splits, index, out_dir,
+                                   consensus=cons,
+                                   standardizer=(mean, std)))
+  return Prepared(*paths, overlap=shared)
