@@ -188,10 +188,13 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
     k_ag, b_ag = train.head_arrays(p_ag)
     agg_clip = np.einsum("cdh,dh->cd", train.trunk_features(
         g_ag, p_ag, table.embeddings), k_ag[0]) + b_ag[0]
-    if train.warn_if_constant(f"aggregate model (seed {seed}) on the target",
-                              agg_clip.std(0)):
-      warnings.append(f"seed {seed}: the aggregate model's target "
-                      "predictions are (near) constant")
+    if train.warn_if_degenerate(
+        f"aggregate model (seed {seed}) on the target", agg_clip.std(0),
+        categorical):
+      warnings.append(
+          f"seed {seed}: the aggregate model's target predictions are "
+          f"degenerate (s.d. {np.round(agg_clip.std(0), 4).tolist()}: "
+          "constant or far outside the rating scale)")
     mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):

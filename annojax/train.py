@@ -310,30 +310,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   best_state, best_host = ckpts.restore(state, "best")
   ckpts.close()
   if best_host["history"]:
-    warn_if_constant(f"{kind} (seed {seed})",
-                     best_host["history"][-1].get("val_pred_std"))
+    warn_if_degenerate(f"{kind} (seed {seed})",
+                       best_host["history"][-1].get("val_pred_std"),
+                       config.train.loss in losses.CATEGORICAL)
   return {"graphdef": graphdef, "params": jax.device_get(best_state["params"]),
           "history": host["history"], "best_val": host["best_val"],
           "best_epoch": len(best_host["history"])}
 
 
-# A model whose validation predictions vary less than this (on the [-1, 1]
-# rating scale) predicts a constant: e.g. unstandardised features with a huge
-# range saturate the ReLUs.
+# A model whose predictions vary less than this (on the [-1, 1] rating
+# scale) predicts a constant; one whose predictions vary more than
+# MAX_PRED_STD is far off a scale whose ratings have s.d. <= 1. Both score
+# CCC ~ 0 and are what unstandardised features with huge ranges (openSMILE:
+# F0 ~40 semitones beside jitter ~0.01) produce.
 CONSTANT_PRED_STD = 1e-3
+MAX_PRED_STD = 2.0
 
 
-def warn_if_constant(name: str, pred_std) -> bool:
-  """Logs a warning when predictions are (near) constant; returns whether."""
+def warn_if_degenerate(name: str, pred_std, categorical: bool = False
+                       ) -> bool:
+  """Logs a warning when predictions are (near) constant or, for ratings,
+  far outside the rating scale; returns whether."""
   if pred_std is None:
     return False
   std = np.atleast_1d(np.asarray(pred_std, np.float64))
-  if (std < CONSTANT_PRED_STD).any():
+  constant = (std < CONSTANT_PRED_STD).any()
+  wild = not categorical and (std > MAX_PRED_STD).any()
+  if constant or wild:
     logging.warning(
-        "%s: predictions are (near) constant (s.d. %s < %g on the [-1, 1] "
-        "scale): the model learnt nothing clip-specific. Check the features "
-        "(config.data.standardize) and the learning rate.", name,
-        np.round(std, 6).tolist(), CONSTANT_PRED_STD)
+        "%s: predictions are %s (s.d. %s on the [-1, 1] scale): the model "
+        "learnt nothing usable. Check the features (config.data.standardize)"
+        " and the learning rate.", name,
+        "(near) constant" if constant else "far outside the rating scale",
+        np.round(std, 6).tolist())
     return True
   return False
 

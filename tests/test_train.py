@@ -151,7 +151,31 @@ def test_reference_optimizer_trains(tiny_config, tmp_path):
   assert min(best["val_ccc_ind"]) > 0.3, best
 
 
-def test_constant_predictions_are_flagged(caplog):
-  assert train.warn_if_constant("m", [0.0, 0.2])
+def test_degenerate_predictions_are_flagged(caplog):
+  assert train.warn_if_degenerate("m", [0.0, 0.2])
   assert "predictions are (near) constant" in caplog.text
-  assert not train.warn_if_constant("m", [0.1, 0.2])
+  # Unstandardised openSMILE features gave s.d. ~50 on the [-1, 1] scale.
+  assert train.warn_if_degenerate("m", [47.5, 32.7])
+  assert "far outside the rating scale" in caplog.text
+  assert not train.warn_if_degenerate("m", [0.1, 0.2])
+  assert not train.warn_if_degenerate("m", [5.0, 3.0], categorical=True)
+
+
+def test_unstandardised_wild_features_are_flagged(tiny_config, tmp_path,
+                                                  caplog):
+  """openSMILE-like features (s.d. ~1000 around 40) without standardisation
+  train a model whose predictions are far off the rating scale (CCC ~ 0):
+  training warns. Standardised, the same data trains without the warning."""
+  from tests.test_data import _files_config, _write_generic  # pylint: disable=g-import-not-at-top
+  c = _files_config(tiny_config, _write_generic(
+      tmp_path / "in", emb_scale=1000.0, emb_offset=40.0))
+  c.train.batch_size = 8
+  c.train.num_epochs = 2
+  c.data.standardize = False
+  train.train_and_evaluate(c, str(tmp_path / "raw"), "aggregate")
+  assert "predictions are far outside the rating scale" in caplog.text
+  caplog.clear()
+  c.data.standardize = True
+  r = train.train_and_evaluate(c, str(tmp_path / "std"), "aggregate")
+  assert "predictions are" not in caplog.text
+  assert max(r["history"][-1]["val_pred_std"]) < train.MAX_PRED_STD
