@@ -152,6 +152,13 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
                                          min_count).tolist()}
 
 
+def with_learning_rate(opt_state, lr):
+  """The optax.inject_hyperparams state with learning_rate = lr."""
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
+  return opt_state._replace(hyperparams=hyper)
+
+
 def replicate_seed(config, replicate: int) -> int:
   """The training seed of replicate r (init, data order, dropout): each
   evaluation seed pre-trains its own models, so seeds are independent
@@ -227,16 +234,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   host = {"epoch": 0, "best_val": math.inf, "since_best": 0,
           "since_lr_drop": 0, "lr": config.optim.learning_rate,
           "stopped_early": False, "history": []}
+  # Replicate first, then restore INTO the replicated target: a restored
+  # array committed to one local device cannot be device_put onto the
+  # global mesh of a multi-process run (a cross-host transfer).
+  state = jax.device_put(state, repl)
   if ckpts.has_latest():
     state, host = ckpts.restore(state)
     logging.info("%s: resuming after epoch %d (step %d)", kind,
                  host["epoch"], int(state["step"]))
-  state = jax.device_put(state, repl)
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx,
                         loss_fn=losses.get(config.train.loss),
                         seed=seed),
       donate_argnums=0, out_shardings=(repl, repl))
+
+  # The plateau's new learning rate enters the optimizer state through a
+  # jitted update, so the state stays one consistent global pytree (a host
+  # value device_put into it is not a proper global array in a
+  # multi-process run, and Orbax then fails to save it).
+  set_lr = jax.jit(with_learning_rate, out_shardings=repl, donate_argnums=0)
 
   # Validation embeds the clips data-parallel too (padded global batches).
   trunk_def = nnx.graphdef(nnx.merge(graphdef, state["params"]).trunk)
@@ -291,8 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if host["since_lr_drop"] >= config.optim.plateau_patience:
         host["lr"] *= config.optim.plateau_factor
         host["since_lr_drop"] = 0
-        state["opt_state"].hyperparams["learning_rate"] = jax.device_put(
-            jnp.asarray(host["lr"], jnp.float32), repl)
+        state["opt_state"] = set_lr(state["opt_state"], host["lr"])
         logging.info("%s: plateau, learning rate -> %g", kind, host["lr"])
       if host["since_best"] >= config.optim.early_stop_patience:
         host["stopped_early"] = True
