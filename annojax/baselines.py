@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from annojax import enroll
+from annojax import metrics
 
 
 def linear_fit(x, y, mask, ridge):
@@ -46,12 +47,9 @@ def calibrate(x, y, mask, shrink):
   enrollment clips when n >> shrink, and are the aggregate's own with no
   clips. One clip (no s.d.) keeps a = 1 and shifts the mean only.
   """
-  m = np.asarray(mask, np.float64)[..., None]
-  n = m.sum(1)
-  nn = np.maximum(n, 1)
-  mx, my = (m * x).sum(1) / nn, (m * y).sum(1) / nn
-  sx = np.sqrt((m * (x - mx[:, None]) ** 2).sum(1) / nn)
-  sy = np.sqrt((m * (y - my[:, None]) ** 2).sum(1) / nn)
+  n, mx, vx = metrics.masked_moments(x, mask)
+  _, my, vy = metrics.masked_moments(y, mask)
+  sx, sy = np.sqrt(vx), np.sqrt(vy)
   w = n / (n + shrink)
   ratio = np.where((sx > 1e-8) & (n >= 2), sy / np.maximum(sx, 1e-8), 1.0)
   a = w * ratio + (1 - w)
@@ -89,12 +87,10 @@ def finetune(kernel0, bias0, z, y, mask, steps, lr, l2):
   MSE + l2 * ||head - mapped head||^2. N and K are padded to powers of two
   (masked) so repeated calls share compilations.
   """
-  n, k = np.shape(mask)
-  pn, pk = enroll.bucket(n) - n, enroll.bucket(k) - k
-  args = [np.pad(np.asarray(a, np.float32), [(0, pn)] + [(0, 0)] * (a.ndim - 1))
-          for a in (np.asarray(kernel0), np.asarray(bias0))]
-  z = np.pad(np.asarray(z, np.float32), ((0, pn), (0, pk), (0, 0), (0, 0)))
-  y = np.pad(np.asarray(y, np.float32), ((0, pn), (0, pk), (0, 0)))
-  mask = np.pad(np.asarray(mask, np.float32), ((0, pn), (0, pk)))
-  k_f, b_f = _finetune(*args, z, y, mask, steps, lr, l2)
+  n = len(mask)
+  z, y, mask = enroll.pad_to_buckets(z, y, mask)
+  pad_n = lambda a: np.pad(np.asarray(a, np.float32),
+                           [(0, len(mask) - n)] + [(0, 0)] * (a.ndim - 1))
+  k_f, b_f = _finetune(pad_n(kernel0), pad_n(bias0), z, y, mask, steps, lr,
+                       l2)
   return np.asarray(k_f)[:n], np.asarray(b_f)[:n]

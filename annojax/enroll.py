@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from annojax import metrics
+
 SCORES = ("ccc", "pearson", "mse", "loglik", "agreement")
 # Scores for categorical heads (D = classes, outputs = logits, ratings =
 # one-hot on [-1, 1]): mean log-likelihood of the annotator's choices, or the
@@ -47,6 +49,18 @@ CONSTANT_VAR = 1e-10
 def bucket(n: int, smallest: int = 4) -> int:
   """n rounded up to a power of two (>= smallest): padded shapes."""
   return max(smallest, 1 << max(0, int(n) - 1).bit_length())
+
+
+def pad_to_buckets(z, ratings, mask):
+  """Pads enrollment sets z [N, K, D, H], ratings [N, K, D], mask [N, K]
+  with masked annotators and clips up to N, K = bucket(N), bucket(K)."""
+  n, k = np.shape(mask)
+  pn, pk = bucket(n) - n, bucket(k) - k
+
+  def pad(a):
+    a = np.asarray(a, np.float32)
+    return np.pad(a, [(0, pn), (0, pk)] + [(0, 0)] * (a.ndim - 2))
+  return pad(z), pad(ratings), pad(mask)
 
 
 class EnrollmentError(ValueError):
@@ -157,14 +171,9 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
   """
   if score not in SCORES:
     raise ValueError(f"unknown score {score!r}; one of {SCORES}")
-  n, k, d = np.shape(ratings)
+  n = len(ratings)
   if pad:  # masked padding: a few shapes, a few compilations
-    pn, pk = bucket(n) - n, bucket(k) - k
-    z = np.pad(np.asarray(z, np.float32),
-               ((0, pn), (0, pk), (0, 0), (0, 0)))
-    ratings = np.pad(np.asarray(ratings, np.float32),
-                     ((0, pn), (0, pk), (0, 0)))
-    mask = np.pad(np.asarray(mask, np.float32), ((0, pn), (0, pk)))
+    z, ratings, mask = pad_to_buckets(z, ratings, mask)
   out = _score_all(jnp.asarray(z, jnp.float32),
                    jnp.asarray(ratings, jnp.float32),
                    jnp.asarray(mask, jnp.float32),
@@ -269,8 +278,5 @@ def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
 
 def constant_dims(ratings, mask) -> np.ndarray:
   """[N, D]: an annotator's (>= 2) enrollment ratings are all equal in d."""
-  m = np.asarray(mask, np.float64)[..., None]
-  n = m.sum(1)
-  mean = (m * ratings).sum(1) / np.maximum(n, 1)
-  var = (m * (ratings - mean[:, None]) ** 2).sum(1) / np.maximum(n, 1)
+  n, _, var = metrics.masked_moments(ratings, mask)
   return (var < CONSTANT_VAR) & (n >= 2)

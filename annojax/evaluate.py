@@ -303,7 +303,8 @@ def summarize(cells: dict[str, dict], dims,
   """
   base_runs = cells["aggregate"]
   keys = sorted(base_runs)
-  seeds = sorted({k[0] for k in keys})
+  seed_of = np.array([k[0] for k in keys])
+  seeds = np.unique(seed_of)
   for row, runs in cells.items():
     if sorted(runs) != keys:
       raise ValueError(f"row {row!r} has runs {sorted(runs)}, the aggregate "
@@ -314,13 +315,9 @@ def summarize(cells: dict[str, dict], dims,
     for metric in metric_names:
       vals = np.array([runs[k][metric] for k in keys], np.float64)
       base = np.array([base_runs[k][metric] for k in keys], np.float64)
-      by_seed = np.array([[np.nanmean([vals[i, j] for i, k in enumerate(keys)
-                                       if k[0] == s])
-                           for j in range(len(dims))] for s in seeds])
-      base_seed = np.array([[np.nanmean([base[i, j]
-                                         for i, k in enumerate(keys)
-                                         if k[0] == s])
-                             for j in range(len(dims))] for s in seeds])
+      by_seed, base_seed = (
+          np.array([np.nanmean(v[seed_of == s], 0) for s in seeds])
+          for v in (vals, base))
       entry[metric] = {}
       for j, d in enumerate(dims):
         cell = {"mean": float(np.nanmean(vals[:, j])),

@@ -17,6 +17,18 @@ def ccc(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
   return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 0.0)
 
 
+def masked_moments(x, mask):
+  """Per row of padded sets x [N, K, D] with mask [N, K]: (count [N, 1],
+  mean [N, D], variance [N, D]) over the unmasked entries (float64; rows
+  with no entry give mean and variance 0)."""
+  m = np.asarray(mask, np.float64)[..., None]
+  x = np.asarray(x, np.float64)
+  n = m.sum(1)
+  nn = np.maximum(n, 1)
+  mean = (m * x).sum(1) / nn
+  return n, mean, (m * (x - mean[:, None]) ** 2).sum(1) / nn
+
+
 def _group_moments(x, groups, n_groups):
   counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
   sums = np.stack([np.bincount(groups, x[:, d], n_groups)

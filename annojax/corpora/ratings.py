@@ -202,6 +202,18 @@ def consensus(ratings: Ratings) -> tuple[np.ndarray, np.ndarray]:
   return clips, (sums / counts[:, None]).astype(np.float32)
 
 
+def consensus_of(ratings: Ratings, clips: np.ndarray) -> np.ndarray:
+  """[C, D] consensus of each of `clips` (in that order); every clip must
+  have at least one rating in the table."""
+  ids, means = consensus(ratings)
+  pos = np.minimum(np.searchsorted(ids, clips), max(len(ids) - 1, 0))
+  if len(clips) and (not len(ids) or (ids[pos] != clips).any()):
+    missing = np.asarray(clips)[~np.isin(clips, ids)]
+    raise RatingsError(f"{ratings.source}: clip {str(missing[0])!r} has no "
+                       f"rating ({len(missing)} such clips)")
+  return means[pos]
+
+
 def filter_min_ratings(ratings: Ratings, min_ratings: int) -> Ratings:
   """Keeps annotators with >= min_ratings rows; logs what was dropped."""
   ids, inverse, counts = np.unique(ratings.annotator, return_inverse=True,

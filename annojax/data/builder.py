@@ -119,8 +119,7 @@ def build(corpus: corpus_lib.Corpus, splits: dict[str, np.ndarray],
   ratings; default: the mean of the ratings in corpus.ratings.
   """
   if consensus is None:
-    ids, means = ratings_lib.consensus(corpus.ratings)
-    consensus = means[np.searchsorted(ids, corpus.clips)]
+    consensus = ratings_lib.consensus_of(corpus.ratings, corpus.clips)
   builder = AnnojaxRatings(corpus=corpus, splits=splits, index=index,
                            consensus=consensus, standardizer=standardizer,
                            data_dir=data_dir)

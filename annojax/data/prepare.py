@@ -204,8 +204,7 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
                    corpus.name, int((~keep).sum()), len(keep))
     # The consensus of a clip is the mean of ALL its ratings, including
     # those of annotators min_ratings keeps out of the heads.
-    clip_ids, means = ratings_lib.consensus(full)
-    pos = np.searchsorted(clip_ids, corpus.clips[keep])
+    cons = ratings_lib.consensus_of(full, corpus.clips[keep])
     corpus = dataclasses.replace(
         corpus, name=f"{corpus.name}_{fp[:10]}",
         clips=corpus.clips[keep], speakers=corpus.speakers[keep],
@@ -213,7 +212,7 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
     splits = (speaker_splits(corpus.speakers, fractions, cfg.split_seed)
               if fractions else {"full": np.arange(len(corpus.clips))})
     tables.append(table)
-    kept.append((corpus, splits, means[pos]))
+    kept.append((corpus, splits, cons))
   shared = overlap(tables[0], tables[1], tuple(cfg.allow_overlap))
   # Standardise every embedding with the source TRAINING split's statistics
   # (stored in the datasets' metadata and the export bundle).
