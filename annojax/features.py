@@ -6,7 +6,8 @@
 writes W/features.npz (clip_ids [C], embeddings [C, F]), the format every
 corpus reader joins with. A clip's embedding is the mean and standard
 deviation over frames of its log-mel spectrogram and MFCCs (F = 2 * (n_mels +
-n_mfcc)); clip id = the file's stem.
+n_mfcc)); clip id = ratings.clip_id of the path (file name without media
+extensions), the rule every corpus reader uses.
 
 Extraction runs in `workers` processes, in chunks; each finished chunk is
 written to <out>.parts/ at once, so an interrupted run resumes where it
@@ -30,6 +31,8 @@ import sys
 from absl import logging
 import numpy as np
 import tqdm
+
+from annojax.corpora import ratings as ratings_lib
 
 
 class FeatureError(RuntimeError):
@@ -65,7 +68,7 @@ def _chunk(paths, kw):
 
 
 def _clip_id(path: str) -> str:
-  return os.path.splitext(os.path.basename(path))[0]
+  return ratings_lib.clip_id(path)  # the rule every reader uses
 
 
 def find_audio(audio_dir: str, pattern: str) -> list[str]:

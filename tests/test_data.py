@@ -298,3 +298,18 @@ def test_empty_target_path_is_an_error_not_a_silent_reuse(tiny_config,
   c.data.files.target.path = ""
   with pytest.raises(ValueError, match=r"files.target.path is empty"):
     prepare.prepare(c, str(tmp_path / "w"))
+
+
+def test_dropped_and_merged_rows_are_counted_in_the_dataset_metadata(
+    tiny_config, tmp_path):
+  """Nothing is lost silently: the prepared dataset says how many rating rows
+  were merged (a repeated rating) or dropped (annotator r below
+  min_ratings), by reason; the target, which lost nothing, says so."""
+  root = _write_generic(tmp_path / "in")
+  with open(root / "src.csv", "a") as f:
+    f.write("src_s0_c0,a0,src_s0,3,3\n")  # a0 rates src_s0_c0 again
+  p = prepare.prepare(_files_config(tiny_config, root), str(tmp_path / "w"))
+  assert pipeline.read_meta(p.source).dropped == {
+      "merged: the same annotator rated the clip again (averaged)": 1,
+      "annotator has < 2 ratings: no head (still in the consensus)": 1}
+  assert pipeline.read_meta(p.target).dropped == {}

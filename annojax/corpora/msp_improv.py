@@ -11,9 +11,13 @@ Attributes are on 1-5 scales; the ACTIVATION scale of the questionnaire is
 reversed (1 = very active), so activation is flipped to 6 - a here and means
 "higher = more active" like every other corpus. Clip ids are the audio stems
 (MSP-IMPROV-S01A-F01-R-FM01; the UTD- prefix of the evaluation file is
-mapped); speaker = the actor code (F01, M03...). Evaluator lines lacking a
-value are dropped and counted; a line that is neither a header, an evaluator
-line nor blank is an error naming file and line.
+mapped, then ratings.clip_id); speaker = the actor code (F01, M03...). An
+empty or `NaN` value (clips whose dominance was not collected write `D:NaN`)
+is a missing value: the rating is dropped only where a run uses that
+dimension. An evaluator listed twice on a clip (the release copies some
+lines) is averaged by ratings.validate and counted as merged. A line that is
+neither a header, an evaluator line nor blank is an error naming file and
+line.
 """
 
 from __future__ import annotations

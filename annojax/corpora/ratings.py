@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Sequence
 
 from absl import logging
@@ -30,6 +31,10 @@ class Ratings:
     values: [N, D] float32 ratings in [-1, 1].
     dims: names of the D dimensions, e.g. ("activation", "valence").
     source: where the table came from, used in error messages.
+    scale: the corpus's own (low, high) scale the values were rescaled from.
+    dropped: {reason: number of rating rows} dropped or merged on the way
+      from the files to this table (readers, select_dims, validate,
+      filter_min_ratings add to it); stored in the prepared dataset.
   """
   clip: np.ndarray
   annotator: np.ndarray
@@ -37,6 +42,8 @@ class Ratings:
   values: np.ndarray
   dims: tuple[str, ...]
   source: str = "<memory>"
+  scale: tuple[float, float] = (-1.0, 1.0)
+  dropped: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     n = len(self.clip)
@@ -58,16 +65,62 @@ class Ratings:
         speaker=self.speaker[rows], values=self.values[rows])
 
 
+# Media and feature-file extensions the clip-id rule strips (repeatedly, so
+# "x.wav.npy" -> "x"); any other dot belongs to the id (WHiSER's
+# "001-105.1-2_14").
+MEDIA_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a",
+                    ".aac", ".avi", ".mp4", ".mkv", ".npy", ".pt")
+
+
+def clip_id(name) -> str:
+  """THE clip-id rule, shared by every reader, the embedding import and the
+  feature job, so they join: the file name without directories and without
+  media extensions, whitespace stripped.
+
+    "Audio/MSP-PODCAST_0001_0008.wav" -> "MSP-PODCAST_0001_0008"
+    "001-105.1-2_14.wav" -> "001-105.1-2_14";  "a.wav.npy" -> "a"
+  """
+  name = str(name).strip().replace("\\", "/").rsplit("/", 1)[-1]
+  while True:
+    stem, ext = os.path.splitext(name)
+    if not stem or ext.lower() not in MEDIA_EXTENSIONS:
+      return name
+    name = stem
+
+
+def clip_ids(names) -> np.ndarray:
+  """clip_id over an array (each distinct name computed once)."""
+  names = np.asarray(names, dtype=str)
+  if not names.size:
+    return names
+  uniq, inverse = np.unique(names, return_inverse=True)
+  return np.asarray([clip_id(u) for u in uniq], dtype=str)[
+      inverse.reshape(names.shape)]
+
+
 def make_ratings(clip: Sequence[str], annotator: Sequence[str],
                  speaker: Sequence[str], values, dims: Sequence[str],
-                 source: str = "<memory>") -> Ratings:
-  """Builds a Ratings table with canonical dtypes."""
-  return Ratings(clip=np.asarray(clip, dtype=str),
+                 source: str = "<memory>", scale=(-1.0, 1.0),
+                 dropped=None) -> Ratings:
+  """Builds a Ratings table with canonical dtypes; clip ids follow
+  `clip_id`."""
+  return Ratings(clip=clip_ids(clip),
                  annotator=np.asarray(annotator, dtype=str),
                  speaker=np.asarray(speaker, dtype=str),
                  values=np.asarray(values, dtype=np.float32).reshape(
                      len(clip), len(dims)),
-                 dims=tuple(dims), source=source)
+                 dims=tuple(dims), source=source,
+                 scale=(float(scale[0]), float(scale[1])),
+                 dropped=dict(dropped or {}))
+
+
+def with_dropped(table: Ratings, reason: str, n: int) -> Ratings:
+  """The table with `n` more rows counted as dropped/merged for `reason`."""
+  if not n:
+    return table
+  dropped = dict(table.dropped)
+  dropped[reason] = dropped.get(reason, 0) + int(n)
+  return dataclasses.replace(table, dropped=dropped)
 
 
 def rescale(values, low: float, high: float) -> np.ndarray:
@@ -157,8 +210,10 @@ def _average_duplicates(ratings: Ratings) -> Ratings:
   means = (sums / counts[:, None]).astype(np.float32)
   order = np.argsort(first)  # keep the order of first appearance
   keep = first[order]
-  return dataclasses.replace(
-      ratings.select(keep), values=means[order])
+  return with_dropped(
+      dataclasses.replace(ratings.select(keep), values=means[order]),
+      "merged: the same annotator rated the clip again (averaged)",
+      len(keys) - len(uniq))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,4 +279,7 @@ def filter_min_ratings(ratings: Ratings, min_ratings: int) -> Ratings:
     logging.info("%s: dropped %d of %d annotators with < %d ratings "
                  "(%d of %d rows).", ratings.source, dropped, len(ids),
                  min_ratings, int((~keep).sum()), len(ratings))
-  return ratings.select(keep)
+  return with_dropped(
+      ratings.select(keep),
+      f"annotator has < {min_ratings} ratings: no head (still in the "
+      "consensus)", int((~keep).sum()))

@@ -8,13 +8,25 @@
 Dimensional readers return every attribute their corpus has; `dims` keeps
 those a run uses (source and target must agree).
 
-Readers (each module documents the distributed format it reads):
+Readers (each module documents the distributed format it reads, and its
+spec.options; ../shared/formats/FORMATS.md has the formats' provenance):
   generic      long CSV: clip, annotator, speaker, <dims> (generic_csv.py)
-  msp_podcast  Labels/ dir: labels_detailed.csv + labels_consensus.csv
-  iemocap      corpus root: Session*/dialog/EmoEvaluation/*.txt
-  msp_improv   Evalution.txt (activation un-reversed)
-  muse         per-worker CSV: utterance, worker, activation, valence
-  crema_d      finishedResponses.csv (categorical, one-hot over 6 emotions)
+  msp_podcast  release root or Labels/: labels_detailed.csv (packed EmoDetail
+               of 1.7-1.12 and WHiSER, or the v1.6/v2.0 columns) +
+               labels_consensus.csv; options splits=("Train",) | "all",
+               unknown_speaker=<regex>
+  iemocap      corpus root: Session*/dialog/EmoEvaluation/*.txt; options
+               self_reports=False, per_session_ids=False
+  msp_improv   Evalution.txt / Evaluation.txt (activation un-reversed)
+  muse         the public crowdsourcing CSV + options.annotators=<per-clip
+               annotator list> (the public file has no worker ids);
+               self_reports=False
+  crema_d      finishedResponses.csv (categorical, one-hot over 6 emotions);
+               options stimulus, raters, actors
+
+Every reader names clips by ratings.clip_id, the rule the embedding import
+and the feature job share, and counts every rating it drops by reason
+(Ratings.dropped, stored in the prepared dataset's metadata).
 """
 
 from __future__ import annotations
@@ -33,17 +45,18 @@ from annojax.corpora import msp_podcast
 from annojax.corpora import muse
 from annojax.corpora import ratings as ratings_lib
 
+def _options(spec) -> dict:
+  return dict(spec.get("options", None) or {})
+
+
 READERS = {
     "generic": lambda spec: generic_csv.read_ratings(
         spec.path, tuple(spec.dims), tuple(spec.scale)),
-    "msp_podcast": lambda spec: msp_podcast.read(spec.path),
-    "iemocap": lambda spec: iemocap.read(
-        spec.path, **dict(spec.get("options", {}))),
-    "msp_improv": lambda spec: msp_improv.read(spec.path),
-    "muse": lambda spec: muse.read(spec.path,
-                                   **dict(spec.get("options", {}))),
-    "crema_d": lambda spec: crema_d.read(spec.path,
-                                         **dict(spec.get("options", {}))),
+    "msp_podcast": lambda spec: msp_podcast.read(spec.path, **_options(spec)),
+    "iemocap": lambda spec: iemocap.read(spec.path, **_options(spec)),
+    "msp_improv": lambda spec: msp_improv.read(spec.path, **_options(spec)),
+    "muse": lambda spec: muse.read(spec.path, **_options(spec)),
+    "crema_d": lambda spec: crema_d.read(spec.path, **_options(spec)),
 }
 CATEGORICAL = ("crema_d",)
 
@@ -73,6 +86,10 @@ def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
       if n:
         logging.warning("%s: dropped %d rating(s) with no %s value",
                         table.source, n, d)
+    first = missing.argmax(1)  # each dropped row counted once
+    for j, d in enumerate(dims):
+      table = ratings_lib.with_dropped(
+          table, f"no {d} value", int((missing.any(1) & (first == j)).sum()))
     table = table.select(~missing.any(1))
     if not len(table):
       raise ratings_lib.RatingsError(

@@ -69,7 +69,7 @@ class Rows:
     return ratings_lib.make_ratings(
         self.clip, self.annotator, self.speaker,
         ratings_lib.rescale(values, *self.scale), self.dims,
-        source=self.source)
+        source=self.source, scale=self.scale, dropped=self.drops)
 
 
 def number(text: str, where: str) -> float:

@@ -48,6 +48,8 @@ class Meta:
   # Standardizer the stored embeddings went through (None: none).
   feature_mean: np.ndarray | None = None
   feature_std: np.ndarray | None = None
+  # {reason: rating rows} dropped or merged on the way from the files.
+  dropped: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_annotators(self) -> int:
@@ -63,7 +65,8 @@ def read_meta(path: str) -> Meta:
               embedding_dim=b.info.features["embedding"].shape[0],
               split_sizes={k: v.num_examples for k, v in b.info.splits.items()},
               feature_mean=_array(md.get("feature_mean")),
-              feature_std=_array(md.get("feature_std")))
+              feature_std=_array(md.get("feature_std")),
+              dropped=dict(md.get("dropped") or {}))
 
 
 def _array(x):

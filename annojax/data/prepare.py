@@ -225,9 +225,11 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
     corpus = dataclasses.replace(corpus, embeddings=apply_standardizer(
         corpus.embeddings, mean, std))
     index = ratings_lib.AnnotatorIndex.from_ids(corpus.ratings.annotator)
-    logging.info("%s: %d clips, %d annotators, %d ratings; splits %s",
+    logging.info("%s: %d clips, %d annotators, %d ratings; splits %s; "
+                 "rating rows dropped or merged: %s",
                  corpus.name, len(corpus.clips), len(index),
-                 len(corpus.ratings), {k: len(v) for k, v in splits.items()})
+                 len(corpus.ratings), {k: len(v) for k, v in splits.items()},
+                 corpus.ratings.dropped or "none")
     paths.append(builder_lib.build(corpus, splits, index, out_dir,
                                    consensus=cons,
                                    standardizer=(mean, std)))
