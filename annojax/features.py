@@ -80,7 +80,7 @@ def find_audio(audio_dir: str, pattern: str) -> list[str]:
   if len(set(ids)) != len(ids):
     dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
     raise ValueError(f"{audio_dir}: several files share the clip id(s) {dup}"
-                     " (clip id = file stem)")
+                     " (clip id = ratings.clip_id: the file name without media extensions)")
   return paths
 
 

@@ -10,15 +10,17 @@ import jax
 from annojax import evaluate
 from annojax import export
 from annojax import features
+from annojax import label_stats
 from annojax import predict
 from annojax import train
 from annojax.data import prepare
 
 # all = prepare -> train -> evaluate -> export. enroll and predict need only
 # an exported bundle (config.predict.bundle), not the training data;
-# features turns audio into the embedding file the readers join with.
+# features turns audio into the embedding file the readers join with; stats
+# describes the configured corpora's labels (no embeddings needed).
 MODES = ("prepare", "train", "evaluate", "export", "all", "enroll", "predict",
-         "features")
+         "features", "stats")
 
 
 def run(config, workdir: str) -> dict:
@@ -30,6 +32,8 @@ def run(config, workdir: str) -> dict:
       f.write(config.to_json_best_effort(indent=2))
   if config.mode == "features":
     return {"features": features.run(config, workdir)}
+  if config.mode == "stats":
+    return {"stats": label_stats.run(config, workdir)}
   if config.mode == "enroll":
     return {"mapping": predict.run_enroll(config, workdir)}
   if config.mode == "predict":

@@ -1,7 +1,7 @@
 """annojax entry point: one absl app for every job.
 
 python -m annojax.main --config=configs/demo.py --workdir=/tmp/annojax_demo
-  [--mode=features|prepare|train|evaluate|export|all|enroll|predict]
+  [--mode=features|prepare|train|evaluate|export|all|enroll|predict|stats]
   [--config.a.b=value ...]
 
 Kept tiny on purpose: all logic lives in importable libraries (jobs.py), so

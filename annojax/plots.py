@@ -48,3 +48,25 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
   fig.tight_layout(rect=(0, 0.12, 1, 1))
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def scale_use(stats: dict, path: str):
+  """Bar chart of how often each scale value was given: one row of panels
+  per corpus, one panel per dimension (label_stats.describe's output)."""
+  names = list(stats)
+  dims = max(len(s["scale_use"]) for s in stats.values())
+  fig, axes = plt.subplots(len(names), dims, squeeze=False,
+                           figsize=(3.6 * dims, 2.8 * len(names)))
+  for row, name in zip(axes, names):
+    for ax, (d, use) in zip(row, stats[name]["scale_use"].items()):
+      total = max(sum(use.values()), 1)
+      ax.bar(range(len(use)), [v / total for v in use.values()])
+      ax.set_xticks(range(len(use)), list(use), fontsize=7,
+                    rotation=0 if len(use) <= 9 else 45)
+      ax.set_title(f"{name}: {d}", fontsize=9)
+      ax.set_ylabel("share of ratings", fontsize=8)
+    for ax in row[len(stats[name]["scale_use"]):]:
+      ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -86,3 +86,26 @@ def test_import_dir_mean_pools_frames(tmp_path):
   np.save(d / "c.npy", np.zeros(3))
   with pytest.raises(ValueError, match="c.npy: 3 features"):
     features.import_dir(str(d), str(tmp_path / "e.npz"))
+
+
+def test_features_of_a_release_layout_join_its_reader(tmp_path):
+  """Audio in MSP-IMPROV's release layout (Audio/session<k>/...) -> the
+  feature job's clip ids are the reader's: every rated clip joins."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from annojax.corpora import readers  # pylint: disable=g-import-not-at-top
+  fixture = os.path.join(os.path.dirname(__file__), "fixtures", "formats",
+                         "msp_improv")
+  sr, t = 16000, np.arange(4000) / 16000
+  for sub, name in (("session2/S03A/T", "MSP-IMPROV-S03A-M01-T-FM02"),
+                    ("session4/S07N/P", "MSP-IMPROV-S07N-F03-P-MF11")):
+    d = tmp_path / "Audio" / sub
+    d.mkdir(parents=True)
+    sf.write(d / f"{name}.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sr)
+  paths = features.find_audio(str(tmp_path / "Audio"), "**/*.wav")
+  out = features.extract(paths, str(tmp_path / "f.npz"), progress=False)
+  corpus = readers.load(ml_collections.ConfigDict(dict(
+      name="improv", reader="msp_improv", path=fixture, embeddings=out,
+      dims=("activation", "valence"), options={})))
+  assert sorted(corpus.clips) == ["MSP-IMPROV-S03A-M01-T-FM02",
+                                  "MSP-IMPROV-S07N-F03-P-MF11"]
+  assert corpus.embeddings.shape == (2, 2 * (64 + 20))

@@ -268,3 +268,23 @@ def test_clip_id_rule_is_shared_by_readers_embeddings_and_features(
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"several embeddings share the clip id\(s\) \['a'\]"):
     generic_csv.read_embeddings(str(tmp_path / "d.npz"))
+
+
+@pytest.mark.parametrize("target", ["iemocap", "msp_improv", "muse",
+                                    "whiser"])
+def test_msp_podcast_config_reads_every_target_release(target, tmp_path):
+  """configs/msp_podcast.py:<target> declares the reader's options, and the
+  configured readers read the release fixtures (labels only, --mode=stats)."""
+  from annojax import label_stats  # pylint: disable=g-import-not-at-top
+  from configs import msp_podcast as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.get_config(target)
+  config.data.files.source.path = os.path.join(REPO, "msp_podcast")
+  tgt = config.data.files.target
+  tgt.path = os.path.join(REPO, {"whiser": "msp_podcast"}.get(target, target))
+  if target == "muse":
+    tgt.options.annotators = os.path.join(REPO, "muse", "annotators",
+                                          "muse_annotators.csv")
+  tables = label_stats.tables(config)
+  assert len(tables["msp_podcast"]) == 8  # Split_Set Train only
+  assert len(tables[target]) == {"iemocap": 4, "msp_improv": 4, "muse": 9,
+                                 "whiser": 11}[target]
