@@ -137,7 +137,8 @@ def test_speaker_splits_are_disjoint():
   assert len(sets["train"]) == 7
   assert sum(len(v) for v in s.values()) == len(spk)
   assert not (sets["train"] & sets["validation"]) and not (
-      sets["train"] & sets["test"])
+      sets["train"] & sets["test"]) and not (
+          sets["validation"] & sets["test"])
 
 
 def test_prepare_fingerprints_config(tiny_config, tmp_path):
@@ -145,12 +146,35 @@ def test_prepare_fingerprints_config(tiny_config, tmp_path):
   tiny_config.data.synthetic.seed = 5
   b = prepare.prepare(tiny_config, str(tmp_path))
   assert a.source != b.source  # a changed config never reuses stale data
-  meta = pipeline.read_meta(a.source)
-  # min_ratings drops rare annotators from pre-training.
-  table = pipeline.load_table(a.source, "train")
-  counts = np.bincount(table.pair_annotator)
-  assert meta.num_annotators <= tiny_config.data.synthetic.source.num_annotators
-  assert len(counts) <= meta.num_annotators
+
+
+def test_prepare_keeps_exactly_the_annotators_with_min_ratings(tiny_config,
+                                                              tmp_path):
+  """min_ratings = 40 on the tiny population: the heads are exactly the
+  annotators with >= 40 source ratings (counted in the generated table),
+  each keeps all its ratings, and the dropped rows are in the metadata."""
+  from annojax.corpora import synthetic  # pylint: disable=g-import-not-at-top
+  tiny_config.data.min_ratings = 40
+  p = prepare.prepare(tiny_config, str(tmp_path))
+  source, _ = synthetic.make_pair(tiny_config.data.synthetic)
+  ids, counts = np.unique(source.ratings.annotator, return_counts=True)
+  meta = pipeline.read_meta(p.source)
+  assert 0 < (counts < 40).sum() < len(ids)  # the filter has work to do
+  assert list(meta.annotator_ids) == sorted(ids[counts >= 40])
+  kept = np.zeros(meta.num_annotators, int)
+  speakers = {}
+  for split in ("train", "validation", "test"):
+    t = pipeline.load_table(p.source, split)
+    kept += np.bincount(t.pair_annotator, minlength=meta.num_annotators)
+    speakers[split] = set(t.speakers)
+  np.testing.assert_array_equal(kept, counts[counts >= 40])
+  assert meta.dropped == {
+      "annotator has < 40 ratings: no head (still in the consensus)":
+          int(counts[counts < 40].sum())}
+  # The prepared splits share no speaker, validation and test included.
+  assert not speakers["train"] & speakers["validation"]
+  assert not speakers["train"] & speakers["test"]
+  assert not speakers["validation"] & speakers["test"]
 
 
 def test_auto_layout_switches_by_head_count():

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from annojax import baselines
+from annojax import enroll
 from annojax import evaluate
 from annojax import metrics
 from annojax import train
@@ -14,9 +15,26 @@ from annojax.data import pipeline
 
 
 @pytest.fixture(scope="module")
-def protocol(trained_tiny):
+def protocol_and_calls(trained_tiny):
+  """The protocol's results, and every enroll.enroll call it made:
+  (clip index lists, whether it was an enrollment call (names given) or
+  the oracle's choice on the test clips)."""
   config, workdir, prepared = trained_tiny
-  return evaluate.run_protocol(config, workdir, prepared)
+  calls = []
+  real = enroll.enroll
+
+  def spy(z, clips, ys, *args, **kwargs):
+    calls.append(([np.asarray(c) for c in clips], "names" in kwargs))
+    return real(z, clips, ys, *args, **kwargs)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(evaluate.enroll, "enroll", spy)
+    results = evaluate.run_protocol(config, workdir, prepared)
+  return results, calls
+
+
+@pytest.fixture(scope="module")
+def protocol(protocol_and_calls):
+  return protocol_and_calls[0]
 
 
 def test_protocol_rows_and_claims(trained_tiny, protocol):
@@ -186,3 +204,108 @@ def test_ccc_con_uses_the_consensus_of_all_ratings():
   got = evaluate._evaluate_row(pred, table, np.arange(3))["ccc_con"]  # pylint: disable=protected-access
   np.testing.assert_allclose(got, metrics.ccc(pred, table.consensus))
   assert not np.allclose(got, metrics.ccc(pred, table.pair_values))
+
+
+def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
+                                                          protocol_and_calls):
+  """Inside run_protocol, every enrollment set is drawn from the annotator's
+  ratings of the run's TRAINING speakers (its pool: never a test or
+  validation speaker), k of them, all of them at k = all."""
+  config, _, prepared = trained_tiny
+  _, calls = protocol_and_calls
+  ev = config.eval
+  table = pipeline.load_table(prepared.target, "full")
+  it = iter(calls)
+  checked = 0
+  for seed in range(ev.seeds):
+    folds = evaluate.speaker_folds(table.speakers, ev.folds, seed)
+    for f, test_spk in enumerate(folds):
+      run = evaluate._Run(table, table.speakers, test_spk, seed, f,  # pylint: disable=protected-access
+                          ev.min_test)
+      oracle_clips, is_enrollment = next(it)
+      assert not is_enrollment
+      test_clips = set(table.pair_clip[run.test_rows])
+      assert set(np.concatenate(oracle_clips)) == test_clips
+      for k in ev.enroll_sizes:
+        clips, is_enrollment = next(it)
+        assert is_enrollment and len(clips) == len(run.annotators)
+        for got, pool in zip(clips, run.pool_by_ann):
+          pool_clips = table.pair_clip[pool]
+          assert set(got) <= set(pool_clips)
+          assert len(got) == (len(pool) if k == 0 else min(k, len(pool)))
+          assert not set(table.speakers[got]) & set(test_spk)
+          checked += 1
+  assert next(it, None) is None and checked > 100
+
+
+def test_protocol_values_recomputed_independently(trained_tiny, protocol):
+  """Run (seed 0, fold 0) of the table, recomputed here from the trained
+  models: aggregate, mean of heads (as the mean of every head's own
+  prediction), most-similar@all, linear fit / calibration / fine-tuning
+  at k = all, and CCC_con against the consensus of all ratings."""
+  config, workdir, prepared = trained_tiny
+  ev = config.eval
+  table = pipeline.load_table(prepared.target, "full")
+  (g_ia, p_ia), (g_ag, p_ag) = [
+      train.load_best(config, workdir, kind, prepared, 0)
+      for kind in ("individual", "aggregate")]
+  z = train.trunk_features(g_ia, p_ia, table.embeddings)
+  kernel, bias = train.head_arrays(p_ia)
+  k_ag, b_ag = train.head_arrays(p_ag)
+  agg_clip = train.pair_predictions(  # one prediction per clip
+      train.trunk_features(g_ag, p_ag, table.embeddings), k_ag, b_ag,
+      np.arange(len(table.clip_ids)), np.zeros(len(table.clip_ids), int))
+  test_spk = evaluate.speaker_folds(table.speakers, ev.folds, 0)[0]
+  run = evaluate._Run(table, table.speakers, test_spk, 0, 0, ev.min_test)  # pylint: disable=protected-access
+  rows = run.test_rows
+  clip, ann = table.pair_clip[rows], table.pair_annotator[rows]
+  y = table.pair_values[rows]
+  pos = np.searchsorted(run.annotators, ann)
+  heads_each = np.stack([train.pair_predictions(
+      z, kernel, bias, clip, np.full(len(rows), a)) for a in range(len(kernel))])
+  pools = [table.pair_clip[p] for p in run.pool_by_ann]
+  ys = [table.pair_values[p] for p in run.pool_by_ann]
+  mapping = enroll.enroll(z, pools, ys, kernel, bias, score=ev.score)
+  sel = mapping.heads[:, 0]
+  cidx, y_e, m_e = enroll.pack(pools, ys)
+  a, c = baselines.linear_fit(agg_clip[cidx], y_e, m_e, ev.linear_ridge)
+  ca, cc = baselines.calibrate(agg_clip[cidx], y_e, m_e,
+                               ev.calibration_shrink)
+  k_f, b_f = baselines.finetune(kernel[sel], bias[sel], z[cidx], y_e, m_e,
+                                ev.finetune_steps, ev.finetune_lr,
+                                ev.finetune_l2)
+  want = {
+      "aggregate": agg_clip[clip],
+      "mean_heads": heads_each.mean(0),
+      "most_similar@all": heads_each[sel[pos], np.arange(len(rows))],
+      "linear_fit@all": a[pos] * agg_clip[clip] + c[pos],
+      "calibrated@all": ca[pos] * agg_clip[clip] + cc[pos],
+      "finetune@all": train.pair_predictions(z, k_f, b_f, clip, pos),
+  }
+  dims = pipeline.read_meta(prepared.target).dims
+  for row, pred in want.items():
+    cell = protocol["rows"][row]
+    assert cell["ccc_ind"]["activation"]["run_keys"][0] == [0, 0]
+    got = [cell["ccc_ind"][d]["runs"][0] for d in dims]
+    np.testing.assert_allclose(got, metrics.ccc_ind(pred, y, ann),
+                               rtol=1e-4, atol=1e-5, err_msg=row)
+    got = [cell["ccc_con"][d]["runs"][0] for d in dims]
+    np.testing.assert_allclose(
+        got, metrics.ccc_con(pred, table.consensus[clip], clip), rtol=1e-4,
+        atol=1e-5, err_msg=row)
+
+
+def test_finetune_l2_holds_the_head_near_the_mapped_one():
+  """The L2 pull: with a strong l2 the fine-tuned head stays by the mapped
+  head; without it, the head moves much further (same steps and clips)."""
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(2, 12, 2, 8)).astype(np.float32)
+  y = rng.uniform(-1, 1, (2, 12, 2)).astype(np.float32)
+  mask = np.ones((2, 12), np.float32)
+  k0 = rng.normal(size=(2, 2, 8)).astype(np.float32) * 0.1
+  b0 = np.zeros((2, 2), np.float32)
+  moved = {}
+  for l2 in (0.0, 1.0, 100.0):
+    k1, b1 = baselines.finetune(k0, b0, z, y, mask, 100, 1e-2, l2)
+    moved[l2] = float(np.sqrt(((k1 - k0) ** 2).sum() + ((b1 - b0) ** 2).sum()))
+  assert moved[100.0] < 0.2 * moved[1.0] < 0.2 * moved[0.0]

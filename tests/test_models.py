@@ -58,3 +58,53 @@ def test_head_init_scale_is_one_over_sqrt_hidden():
   # Initial predictions then start on the scale of the [-1, 1] target.
   x = jax.random.normal(jax.random.key(1), (64, 32))
   assert float(jnp.std(m(x))) < 0.5
+
+
+def test_every_head_adds_its_own_bias_on_every_path():
+  """Planted biases: shifting head a's bias by b_a shifts exactly head a's
+  predictions by b_a, on the all-heads path, the gathered (sparse-layout)
+  path and the host-side pair predictions of validation and the protocol."""
+  from annojax import train  # pylint: disable=g-import-not-at-top
+  m = models.Model(16, 2, 6, hidden=8, rngs=nnx.Rngs(3))
+  x = jax.random.normal(jax.random.key(0), (4, 16))
+  idx = jnp.array([[5, 0, 2]] * 4)
+  before_all, before_gathered = np.asarray(m(x)), np.asarray(m(x, idx))
+  planted = np.arange(12, dtype=np.float32).reshape(6, 2) / 10 - 0.5
+  m.heads.stack.bias.value = m.heads.stack.bias.value + planted
+  np.testing.assert_allclose(np.asarray(m(x)) - before_all,
+                             np.broadcast_to(planted, (4, 6, 2)), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(m(x, idx)) - before_gathered,
+                             planted[np.array([[5, 0, 2]] * 4)], atol=1e-5)
+  z = np.asarray(m.trunk(x))  # [B, D, H]
+  kernel, bias = np.asarray(m.heads.kernel), np.asarray(m.heads.bias)
+  clip, head = np.array([0, 1, 3, 3]), np.array([4, 4, 1, 0])
+  np.testing.assert_allclose(
+      train.pair_predictions(z, kernel, bias, clip, head),
+      np.asarray(m(x))[clip, head], atol=1e-5)
+  np.testing.assert_allclose(
+      train.pair_predictions(z, kernel, bias, clip, head)
+      - train.pair_predictions(z, kernel, bias - planted, clip, head),
+      planted[head], atol=1e-5)
+
+
+def test_dropout_in_training_zeroes_and_rescales_inputs():
+  """dropout p: with a key, a fraction ~p of the inputs is zeroed and the
+  rest scaled by 1 / (1 - p), so the trunk's input mean is kept."""
+  m = models.Model(2000, 1, 1, hidden=4, dropout=0.3, rngs=nnx.Rngs(0))
+  seen = {}
+  orig = m.trunk.shared
+
+  class Spy(nnx.Module):
+
+    def __init__(self):
+      self.inner = orig
+
+    def __call__(self, x):
+      seen["x"] = np.asarray(x)
+      return self.inner(x)
+
+  m.trunk.shared = Spy()
+  m(jnp.ones((3, 2000)), rng=jax.random.key(1))
+  kept = seen["x"] != 0
+  np.testing.assert_allclose(1 - kept.mean(), 0.3, atol=0.02)
+  np.testing.assert_allclose(seen["x"][kept], 1 / 0.7, rtol=1e-6)

@@ -179,3 +179,122 @@ def test_unstandardised_wild_features_are_flagged(tiny_config, tmp_path,
   r = train.train_and_evaluate(c, str(tmp_path / "std"), "aggregate")
   assert "predictions are" not in caplog.text
   assert max(r["history"][-1]["val_pred_std"]) < train.MAX_PRED_STD
+
+
+def _tree_close(a, b) -> bool:
+  return all(np.allclose(x, y, rtol=1e-6, atol=1e-7) for x, y in zip(
+      jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_plateau_early_stop_and_best_checkpoint_on_a_scripted_run(
+    tiny_config, tmp_path, monkeypatch):
+  """Validation losses are scripted, so what must happen is known: best at
+  epoch 2; plateau (patience 2) drops the learning rate x0.1 after epochs
+  4 and 6; early stopping (patience 4) ends the run after epoch 6. The
+  returned and the restored "best" params are epoch 2's, not the latest."""
+  from annojax import checkpointing  # pylint: disable=g-import-not-at-top
+  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  c.optim.learning_rate, c.optim.plateau_factor = 3e-3, 0.1
+  c.optim.plateau_patience, c.optim.early_stop_patience = 2, 4
+  c.train.num_epochs = 10
+  script = iter([1.0, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 1.0, 1.0, 1.0])
+
+  def scripted(*args, **kwargs):
+    del args, kwargs
+    return {"val_loss": next(script), "val_pred_std": [0.5, 0.5],
+            "val_ccc_ind": [0.0, 0.0]}
+  monkeypatch.setattr(train, "validate", scripted)
+  workdir = str(tmp_path)
+  prepared = prepare.prepare(c, workdir)
+  r = train.train_and_evaluate(c, workdir, "individual", prepared)
+  lrs = [h["lr"] for h in r["history"]]
+  np.testing.assert_allclose(lrs, [3e-3, 3e-3, 3e-3, 3e-4, 3e-4, 3e-5],
+                             rtol=1e-6)
+  assert r["best_epoch"] == 2 and r["best_val"] == 0.8
+  meta = pipeline.read_meta(prepared.source)
+  _, _, target = train._initial_state(c, meta, "individual")  # pylint: disable=protected-access
+  ckpts = checkpointing.Checkpoints(
+      os.path.join(train.model_dir(workdir, "individual"), "checkpoints"))
+  latest, host = ckpts.restore(target, "latest")
+  best, _ = ckpts.restore(target, "best")
+  ckpts.close()
+  assert host["stopped_early"] and host["epoch"] == 6
+  # The plateau reached the optimizer itself, not only the log.
+  np.testing.assert_allclose(
+      float(latest["opt_state"].hyperparams["learning_rate"]), 3e-5,
+      rtol=1e-5)
+  assert not _tree_close(best["params"], latest["params"])
+  assert _tree_close(r["params"], best["params"])
+  _, loaded = train.load_best(c, workdir, "individual", prepared)
+  assert _tree_close(loaded, best["params"])
+  assert not _tree_close(loaded, latest["params"])
+
+
+def test_reference_sgd_applies_momentum(tiny_config):
+  """optax SGD with momentum m: the second update of a constant gradient g
+  is -lr * (1 + m) * g (the first -lr * g)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  c.optim.name, c.optim.learning_rate, c.optim.momentum = "sgd", 0.1, 0.9
+  tx = train.create_optimizer(c)
+  params = {"w": jnp.zeros(3)}
+  g = {"w": jnp.array([1.0, -2.0, 0.5])}
+  state = tx.init(params)
+  u1, state = tx.update(g, state, params)
+  u2, _ = tx.update(g, state, params)
+  np.testing.assert_allclose(u1["w"], -0.1 * g["w"], rtol=1e-6)
+  np.testing.assert_allclose(u2["w"], -0.1 * 1.9 * g["w"], rtol=1e-6)
+
+
+def test_sparse_and_dense_layouts_take_the_same_step(tiny_config, tmp_path):
+  """The gathered-heads (sparse) layout, used from 256 heads up, computes the
+  same loss and the same updated params as the dense layout on one batch."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  prepared = prepare.prepare(c, str(tmp_path))
+  meta = pipeline.read_meta(prepared.source)
+  reader = pipeline.SplitReader(prepared.source, "train")
+  examples = reader.get(range(32))
+  out = {}
+  for layout in ("dense", "sparse"):
+    graphdef, tx, state = train._initial_state(c, meta, "individual")  # pylint: disable=protected-access
+    batch = pipeline.make_batch(
+        examples, layout=layout, num_annotators=meta.num_annotators,
+        num_dims=len(meta.dims), embedding_dim=meta.embedding_dim,
+        max_raters=pipeline.max_raters(prepared.source, "train"))
+    step = jax.jit(functools.partial(
+        train.train_step, graphdef=graphdef, tx=tx,
+        loss_fn=losses.get("ccc"), seed=0))
+    out[layout] = step(state, batch)
+  (s_d, m_d), (s_s, m_s) = out["dense"], out["sparse"]
+  np.testing.assert_allclose(m_d["loss"], m_s["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               s_d["params"], s_s["params"])
+
+
+def test_training_applies_dropout(tiny_config, tmp_path):
+  """With dropout > 0 a training step sees dropped inputs: its loss differs
+  from the same step without dropout, and with another seed (key)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+  prepared = prepare.prepare(tiny_config, str(tmp_path))
+  meta = pipeline.read_meta(prepared.source)
+  examples = pipeline.SplitReader(prepared.source, "train").get(range(32))
+  batch = pipeline.make_batch(
+      examples, layout="dense", num_annotators=meta.num_annotators,
+      num_dims=len(meta.dims), embedding_dim=meta.embedding_dim,
+      max_raters=1)
+  loss = {}
+  for p, seed in ((0.0, 0), (0.5, 0), (0.5, 1)):
+    tiny_config.model.dropout = p
+    graphdef, tx, state = train._initial_state(tiny_config, meta,  # pylint: disable=protected-access
+                                               "individual")
+    step = jax.jit(functools.partial(train.train_step, graphdef=graphdef,
+                                     tx=tx, loss_fn=losses.get("ccc"),
+                                     seed=seed))
+    loss[p, seed] = float(step(state, batch)[1]["loss"])
+  assert abs(loss[0.5, 0] - loss[0.0, 0]) > 1e-4
+  assert abs(loss[0.5, 0] - loss[0.5, 1]) > 1e-4

@@ -1,0 +1,271 @@
+"""Mutation check of the test suite: does a small deliberate bug fail a test?
+
+  python bench/mutate.py                 # every mutant, its own test files
+  python bench/mutate.py --full          # every mutant, the whole suite
+  python bench/mutate.py head_bias_dense no_plateau   # some mutants
+  python bench/mutate.py --list
+
+Each mutant replaces one snippet of one source file (the snippet must occur
+exactly once, so a stale mutant fails loudly instead of testing nothing),
+in a scratch copy of the repository (git's tracked and unignored files): the
+working tree is never touched. The tests then run there with -x; a failing
+run KILLS the mutant, a passing one means it SURVIVED: no test notices that
+bug. Without --full each mutant runs only the test files named with it
+(minutes, not hours); a mutant killed by them is killed by the suite, one
+that survives them may still die in --full. Prints a markdown table
+(--out writes it too); exit status 1 if any mutant survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+  name: str
+  path: str
+  find: str
+  replace: str
+  what: str
+  tests: tuple[str, ...]
+
+
+M = Mutant
+MUTANTS = [
+    M("head_bias_dense", "annojax/models.py",
+      'return jnp.einsum("bdh,adh->bad", z, self.kernel) + self.bias',
+      'return jnp.einsum("bdh,adh->bad", z, self.kernel)',
+      "heads' bias never added (all-heads path)", ("tests/test_models.py",)),
+    M("head_bias_gathered", "annojax/models.py",
+      'jnp.einsum("bdh,bkdh->bkd", z, w) + self.bias[annotators]',
+      'jnp.einsum("bdh,bkdh->bkd", z, w)',
+      "heads' bias never added (gathered, sparse-layout path)",
+      ("tests/test_models.py",)),
+    M("host_bias", "annojax/train.py",
+      '+ bias[pair_head])', ')',
+      "host-side pair predictions (validation, protocol) drop the bias",
+      ("tests/test_models.py", "tests/test_train.py")),
+    M("train_returns_latest", "annojax/train.py",
+      'best_state, best_host = ckpts.restore(state, "best")',
+      'best_state, best_host = ckpts.restore(state, "latest")',
+      "training returns the latest params, not the best",
+      ("tests/test_train.py",)),
+    M("load_best_latest", "annojax/train.py",
+      'best, _ = ckpts.restore(state, "best")',
+      'best, _ = ckpts.restore(state, "latest")',
+      "load_best (protocol, export) restores the latest checkpoint",
+      ("tests/test_train.py", "tests/test_export.py")),
+    M("enroll_from_test_rows", "annojax/evaluate.py",
+      "chosen = _sample_enrollment(run.rng, run.pool_by_ann, k)",
+      "chosen = _sample_enrollment(run.rng, test_by_ann, k)",
+      "run_protocol draws enrollment clips from the annotator's TEST rows",
+      ("tests/test_evaluate.py",)),
+    M("pool_includes_test", "annojax/evaluate.py",
+      "is_pool = np.isin(pair_spk, train_speakers)",
+      "is_pool = np.isin(pair_spk, np.union1d(train_speakers, "
+      "test_speakers))",
+      "the enrollment pool includes the test speakers' clips",
+      ("tests/test_evaluate.py",)),
+    M("no_plateau", "annojax/train.py",
+      'host["lr"] *= config.optim.plateau_factor',
+      'host["lr"] *= 1.0',
+      "the learning rate never drops on a plateau", ("tests/test_train.py",)),
+    M("no_early_stop", "annojax/train.py",
+      'host["stopped_early"] = True', 'host["stopped_early"] = False',
+      "early stopping never fires", ("tests/test_train.py",)),
+    M("aggregate_runs_reversed", "annojax/evaluate.py",
+      "base = np.array([base_runs[k][metric] for k in keys], np.float64)",
+      "base = np.array([base_runs[k][metric] for k in keys[::-1]], "
+      "np.float64)",
+      "the aggregate row's runs are paired in reverse order",
+      ("tests/test_evaluate.py",)),
+    M("ccc_con_on_own_ratings", "annojax/evaluate.py",
+      '"ccc_con": metrics.ccc_con(pred, table.consensus[clip], clip)}',
+      '"ccc_con": metrics.ccc_con(pred, y, clip)}',
+      "CCC_con scored against the test annotators' ratings, not the "
+      "consensus of all", ("tests/test_evaluate.py",)),
+    M("mean_heads_first_head", "annojax/evaluate.py",
+      'mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)',
+      'mean_clip = np.einsum("cdh,dh->cd", z, kernel[0]) + bias[0]',
+      "the mean-heads row uses the first head", ("tests/test_evaluate.py",)),
+    M("linear_fit_no_intercept", "annojax/baselines.py",
+      "return (sxy * n - sx * sy) / det, (sxx * sy - sx * sxy) / det",
+      "return (sxy * n - sx * sy) / det, 0.0 * sy",
+      "the per-annotator linear fit loses its intercept",
+      ("tests/test_evaluate.py",)),
+    M("finetune_no_l2", "annojax/baselines.py",
+      "return (mse + l2 * reg).sum()", "return mse.sum()",
+      "fine-tuning ignores its L2 pull toward the mapped head",
+      ("tests/test_evaluate.py",)),
+    M("finetune_no_steps", "annojax/baselines.py",
+      "return jax.lax.fori_loop(0, steps, body, (params, tx.init(params)))[0]",
+      "return params",
+      "fine-tuning returns the mapped head unchanged",
+      ("tests/test_evaluate.py",)),
+    M("calibrate_no_shrink", "annojax/baselines.py",
+      "  w = n / (n + shrink)\n", "  w = n / n\n",
+      "calibration ignores its shrinkage", ("tests/test_evaluate.py",)),
+    M("dropout_never", "annojax/models.py",
+      "if rng is not None and self.dropout > 0:",
+      "if rng is not None and self.dropout > 1:",
+      "dropout is never applied in training", ("tests/test_models.py",
+                                               "tests/test_train.py")),
+    M("val_test_same_speakers", "annojax/data/prepare.py",
+      "    start += n\n", "",
+      "prepare's validation and test splits take the same speakers",
+      ("tests/test_data.py",)),
+    M("sgd_no_momentum", "annojax/train.py",
+      "learning_rate=o.learning_rate, momentum=o.momentum)",
+      "learning_rate=o.learning_rate, momentum=None)",
+      "the reference SGD ignores its momentum", ("tests/test_train.py",)),
+    M("standardize_on_all_clips", "annojax/data/prepare.py",
+      'standardizer(src_corpus.embeddings[src_splits["train"]])',
+      "standardizer(src_corpus.embeddings)",
+      "feature statistics include the validation/test clips",
+      ("tests/test_data.py",)),
+    M("replicates_share_seed", "annojax/train.py",
+      "return int(config.train.seed) + int(replicate)",
+      "return int(config.train.seed)",
+      "every replicate trains with the same seed", ("tests/test_train.py",
+                                                    "tests/test_evaluate.py")),
+    M("folds_ignore_seed", "annojax/evaluate.py",
+      "perm = np.random.default_rng([seed, 0xF01D]).permutation(uniq)",
+      "perm = np.random.default_rng([0, 0xF01D]).permutation(uniq)",
+      "every seed gets the same speaker folds", ("tests/test_evaluate.py",)),
+    M("leakage_check_off", "annojax/data/prepare.py",
+      "leaks = [k for k in OVERLAP_KINDS if out[k] and k not in allow]",
+      "leaks = []", "the leakage check never fires", ("tests/test_data.py",)),
+    M("sparse_labels_misaligned", "annojax/data/pipeline.py",
+      "annotators[i, :len(ann)] = ann", "annotators[i, :len(ann)] = ann[::-1]",
+      "sparse batches pair ratings with the wrong heads",
+      ("tests/test_data.py", "tests/test_train.py")),
+    M("consensus_from_heads_only", "annojax/data/prepare.py",
+      "cons = ratings_lib.consensus_of(full, corpus.clips[keep])",
+      "cons = ratings_lib.consensus_of(table, corpus.clips[keep])",
+      "the consensus leaves out annotators without a head",
+      ("tests/test_data.py",)),
+    M("train_step_no_dropout", "annojax/train.py",
+      'pred = model(batch["embedding"], batch.get("annotators"), rng=rng)',
+      'pred = model(batch["embedding"], batch.get("annotators"), rng=None)',
+      "training steps never pass the dropout key", ("tests/test_train.py",)),
+    M("splits_ignored", "annojax/corpora/msp_podcast.py",
+      "if not keep_all and split not in splits:", "if False:",
+      "MSP-Podcast's Split_Set is ignored (pre-training on every split)",
+      ("tests/test_release_formats.py", "tests/test_readers.py")),
+    M("iemocap_reads_comments", "annojax/corpora/iemocap.py",
+      'found = dict(_VALUE.findall(m.group(2).split("\\t", 1)[0]))',
+      "found = dict(_VALUE.findall(m.group(2)))",
+      "IEMOCAP values are also read from the trailing comment",
+      ("tests/test_release_formats.py", "tests/test_readers.py")),
+    M("self_reports_kept", "annojax/corpora/iemocap.py",
+      "if not self_reports:", "if False:",
+      "IEMOCAP actors' self-evaluations become ordinary annotators",
+      ("tests/test_release_formats.py", "tests/test_readers.py")),
+    M("clip_id_keeps_extension", "annojax/corpora/ratings.py",
+      "if not stem or ext.lower() not in MEDIA_EXTENSIONS:", "if True:",
+      "clip ids keep their .wav (readers and embeddings stop joining)",
+      ("tests/test_release_formats.py", "tests/test_features.py")),
+    M("merges_not_counted", "annojax/corpora/ratings.py",
+      "(averaged)\",\n      len(keys) - len(uniq))", "(averaged)\", 0)",
+      "averaged duplicate ratings are not counted in Ratings.dropped",
+      ("tests/test_release_formats.py", "tests/test_data.py")),
+    M("top1_is_worst", "annojax/enroll.py",
+      "vals, idx = jax.lax.top_k(jnp.asarray(scores), max(top_k, 2)",
+      "vals, idx = jax.lax.top_k(-jnp.asarray(scores), max(top_k, 2)",
+      "enrollment selects the worst-scoring head", ("tests/test_enroll.py",)),
+]
+
+
+def _files() -> list[str]:
+  out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                        "--exclude-standard"], cwd=ROOT, check=True,
+                       capture_output=True).stdout.decode().split("\0")
+  return [f for f in out if f and os.path.isfile(os.path.join(ROOT, f))]
+
+
+def _copy(dst: str):
+  for f in _files():
+    os.makedirs(os.path.dirname(os.path.join(dst, f)) or dst, exist_ok=True)
+    shutil.copy2(os.path.join(ROOT, f), os.path.join(dst, f))
+  shared = os.path.join(os.path.dirname(ROOT), "shared")
+  if os.path.isdir(shared):  # tests find ../shared beside the checkout
+    os.symlink(shared, os.path.join(os.path.dirname(dst), "shared"))
+
+
+def run_one(m: Mutant, full: bool, timeout: int) -> tuple[str, float, str]:
+  with tempfile.TemporaryDirectory() as tmp:
+    repo = os.path.join(tmp, "repo")
+    _copy(repo)
+    path = os.path.join(repo, m.path)
+    text = open(path).read()
+    if text.count(m.find) != 1:
+      return "stale", 0.0, (f"{m.path}: the snippet occurs "
+                            f"{text.count(m.find)} times")
+    with open(path, "w") as f:
+      f.write(text.replace(m.find, m.replace))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p",
+           "no:cacheprovider", *(["tests"] if full else m.tests)]
+    t0 = time.time()
+    try:
+      p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True,
+                         timeout=timeout)
+    except subprocess.TimeoutExpired:
+      return "timeout", time.time() - t0, ""
+    tail = [l for l in p.stdout.splitlines() if l.startswith(("FAILED",
+                                                              "ERROR"))]
+    status = "survived" if p.returncode == 0 else "killed"
+    return status, time.time() - t0, tail[0][:160] if tail else ""
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("names", nargs="*", help="mutants to run (default: all)")
+  ap.add_argument("--full", action="store_true",
+                  help="run the whole suite per mutant")
+  ap.add_argument("--list", action="store_true")
+  ap.add_argument("--timeout", type=int, default=1800)
+  ap.add_argument("--out", default="")
+  a = ap.parse_args()
+  chosen = [m for m in MUTANTS if not a.names or m.name in a.names]
+  unknown = set(a.names) - {m.name for m in MUTANTS}
+  if unknown:
+    sys.exit(f"unknown mutant(s) {sorted(unknown)}")
+  if a.list:  # also checks that every snippet is still there, once
+    for m in chosen:
+      n = open(os.path.join(ROOT, m.path)).read().count(m.find)
+      print(f"{m.name:28s} {m.path:30s} {'' if n == 1 else 'STALE '}"
+            f"{m.what}")
+    return
+  lines = ["| mutant | bug | tests run | result | s | first failure |",
+           "|---|---|---|---|---|---|"]
+  survived = 0
+  for m in chosen:
+    status, secs, fail = run_one(m, a.full, a.timeout)
+    survived += status != "killed"
+    lines.append(f"| {m.name} | {m.what} | "
+                 f"{'all' if a.full else ', '.join(m.tests)} | **{status}** | "
+                 f"{secs:.0f} | {fail.replace('|', '/')} |")
+    print(lines[-1], flush=True)
+  killed = len(chosen) - survived
+  lines.append("")
+  lines.append(f"{killed} of {len(chosen)} mutants killed"
+               f"{'' if a.full else ' (each by its own test files)'}.")
+  print(lines[-1])
+  if a.out:
+    with open(a.out, "w") as f:
+      f.write("\n".join(lines) + "\n")
+  sys.exit(1 if survived else 0)
+
+
+if __name__ == "__main__":
+  main()
