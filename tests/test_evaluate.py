@@ -97,13 +97,17 @@ def test_linear_fit_matches_ridge_lstsq():
   np.testing.assert_allclose([a[0, 0], c[0, 0]], want, rtol=1e-6)
 
 
+def _finetune_case(seed, n, k):
+  """n annotators x k enrollment clips: (z, y, mask, mapped kernel, bias)."""
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(n, k, 2, 8)).astype(np.float32)
+  y = rng.uniform(-1, 1, (n, k, 2)).astype(np.float32)
+  k0 = rng.normal(size=(n, 2, 8)).astype(np.float32) * 0.1
+  return z, y, np.ones((n, k), np.float32), k0, np.zeros((n, 2), np.float32)
+
+
 def test_finetune_lowers_enrollment_error():
-  rng = np.random.default_rng(0)
-  z = rng.normal(size=(3, 10, 2, 8)).astype(np.float32)
-  y = rng.uniform(-1, 1, (3, 10, 2)).astype(np.float32)
-  mask = np.ones((3, 10), np.float32)
-  k0 = rng.normal(size=(3, 2, 8)).astype(np.float32) * 0.1
-  b0 = np.zeros((3, 2), np.float32)
+  z, y, mask, k0, b0 = _finetune_case(0, 3, 10)
   k1, b1 = baselines.finetune(k0, b0, z, y, mask, 50, 1e-2, 0.0)
 
   def err(k, b):
@@ -298,12 +302,7 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
 def test_finetune_l2_holds_the_head_near_the_mapped_one():
   """The L2 pull: with a strong l2 the fine-tuned head stays by the mapped
   head; without it, the head moves much further (same steps and clips)."""
-  rng = np.random.default_rng(1)
-  z = rng.normal(size=(2, 12, 2, 8)).astype(np.float32)
-  y = rng.uniform(-1, 1, (2, 12, 2)).astype(np.float32)
-  mask = np.ones((2, 12), np.float32)
-  k0 = rng.normal(size=(2, 2, 8)).astype(np.float32) * 0.1
-  b0 = np.zeros((2, 2), np.float32)
+  z, y, mask, k0, b0 = _finetune_case(1, 2, 12)
   moved = {}
   for l2 in (0.0, 1.0, 100.0):
     k1, b1 = baselines.finetune(k0, b0, z, y, mask, 100, 1e-2, l2)

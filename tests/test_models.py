@@ -44,8 +44,19 @@ def test_aggregate_is_one_head():
   cfg = tiny.get_config()
   agg = models.create_model(cfg, Meta, "aggregate")
   ind = models.create_model(cfg, Meta, "individual")
-  x = jnp.ones((3, 16))
+  x = jax.random.normal(jax.random.key(2), (3, 16))
   assert agg(x).shape == (3, 1, 2) and ind(x).shape == (3, 40, 2)
+  # The same trunk with one head: D * H + D head parameters, not A of them.
+  h = cfg.model.hidden
+  count = lambda m: sum(v.size for v in jax.tree.leaves(
+      nnx.state(m, nnx.Param)))
+  assert count(ind) - count(agg) == 39 * (2 * h + 2)
+  # Its one output is that head on the trunk's features, bias included.
+  agg.heads.stack.bias[...] = jnp.array([[0.25, -0.5]])
+  z = agg.trunk(x)
+  want = jnp.einsum("bdh,dh->bd", z, agg.heads.kernel[0]) + jnp.array(
+      [0.25, -0.5])
+  np.testing.assert_allclose(agg(x)[:, 0], want, rtol=1e-5, atol=1e-6)
 
 
 def test_head_init_scale_is_one_over_sqrt_hidden():
@@ -70,7 +81,7 @@ def test_every_head_adds_its_own_bias_on_every_path():
   idx = jnp.array([[5, 0, 2]] * 4)
   before_all, before_gathered = np.asarray(m(x)), np.asarray(m(x, idx))
   planted = np.arange(12, dtype=np.float32).reshape(6, 2) / 10 - 0.5
-  m.heads.stack.bias.value = m.heads.stack.bias.value + planted
+  m.heads.stack.bias[...] = m.heads.stack.bias[...] + planted
   np.testing.assert_allclose(np.asarray(m(x)) - before_all,
                              np.broadcast_to(planted, (4, 6, 2)), atol=1e-5)
   np.testing.assert_allclose(np.asarray(m(x, idx)) - before_gathered,
