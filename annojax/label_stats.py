@@ -137,10 +137,7 @@ def tables(config) -> dict[str, ratings_lib.Ratings]:
     spec = cfg.files[role]
     if not spec.path:
       continue
-    table = readers.read(spec)
-    if spec.reader not in readers.CATEGORICAL:
-      table = readers.select_dims(table, tuple(spec.dims))
-    out[spec.name] = ratings_lib.validate(table)
+    out[spec.name] = ratings_lib.validate(readers.read_used(spec))
   if not out:
     raise ValueError("no corpus to describe: set config.data.files.source."
                      "path (and/or target.path)")

@@ -21,6 +21,7 @@ split a recording.
 """
 
 from configs import default
+from configs import msp_podcast
 
 
 def get_config():
@@ -28,7 +29,7 @@ def get_config():
   config.mode = "stats"
   config.data.corpus = "files"
   src = config.data.files.source
-  src.name, src.reader, src.path = "whiser", "msp_podcast", ""
+  src.name, src.path = "whiser", ""
+  src.reader, src.options = msp_podcast.TARGETS["whiser"]
   src.dims = ("activation", "valence", "dominance")
-  src.options = dict(splits="all", unknown_speaker=r"^([^.]+)")
   return config

@@ -19,8 +19,8 @@ Attributes are on 1-7 scales. Clip = ratings.clip_id(FileName) (".wav"
 stripped); annotator = the worker id; speaker = SpkrID. Clips of speaker
 "Unknown" form one pseudo speaker, so they never straddle folds (WHiSER is
 all "Unknown"); `unknown_speaker=<regex>` gives them the regex's first group
-of the clip id instead (e.g. r"^(\\d+-\\d+)" groups WHiSER clips by source
-recording, a proxy for the speaker).
+of the clip id instead (e.g. r"^([^.]+)", the text before the first dot,
+groups WHiSER clips by source recording, a proxy for the speaker).
 
 `splits` keeps the clips of those Split_Set values (default ("Train",): the
 method pre-trains on the training split); "all" keeps every clip. The rest
@@ -38,6 +38,7 @@ import os
 import re
 
 from absl import logging
+import numpy as np
 
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
@@ -155,9 +156,8 @@ def read(path: str, splits=("Train",), unknown_speaker: str | None = None
       raise ratings_lib.RatingsError(f"{where}: empty worker id")
     rows.add_raw(clip, worker, speaker, vals, where)
   table = rows.table()
-  unknown = sum(s.lower() == "unknown" for s in set(table.speaker))
-  if unknown:
-    n = int(sum(s.lower() == "unknown" for s in table.speaker))
+  n = int((np.char.lower(table.speaker) == "unknown").sum())
+  if n:
     logging.info("%s: %d ratings of clips of unknown speaker form one "
                  "pseudo speaker (options.unknown_speaker can split them)",
                  detailed, n)

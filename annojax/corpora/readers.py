@@ -82,18 +82,26 @@ def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
   # dimension); one missing only an unused dimension is kept.
   missing = np.isnan(table.values)
   if missing.any():
-    for d, n in zip(dims, missing.sum(0)):
+    # Each dropped row counted once, under its first missing dimension.
+    first = missing.argmax(1)
+    for j, d in enumerate(dims):
+      n = int((missing.any(1) & (first == j)).sum())
       if n:
         logging.warning("%s: dropped %d rating(s) with no %s value",
                         table.source, n, d)
-    first = missing.argmax(1)  # each dropped row counted once
-    for j, d in enumerate(dims):
-      table = ratings_lib.with_dropped(
-          table, f"no {d} value", int((missing.any(1) & (first == j)).sum()))
+        table = ratings_lib.with_dropped(table, f"no {d} value", n)
     table = table.select(~missing.any(1))
     if not len(table):
       raise ratings_lib.RatingsError(
           f"{table.source}: no rating has every dimension of {dims}")
+  return table
+
+
+def read_used(spec) -> ratings_lib.Ratings:
+  """read(spec); dimensional readers keep the run's spec.dims."""
+  table = read(spec)
+  if spec.reader not in CATEGORICAL:
+    table = select_dims(table, tuple(spec.dims))
   return table
 
 
@@ -102,8 +110,5 @@ def load(spec) -> corpus_lib.Corpus:
   if spec.reader == "generic":  # errors can name the CSV line
     return generic_csv.load(spec.name, spec.path, spec.embeddings,
                             tuple(spec.dims), tuple(spec.scale))
-  table = read(spec)
-  if spec.reader not in CATEGORICAL:
-    table = select_dims(table, tuple(spec.dims))
-  return corpus_lib.join(spec.name, table,
+  return corpus_lib.join(spec.name, read_used(spec),
                          *generic_csv.read_embeddings(spec.embeddings))

@@ -29,14 +29,12 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, corpus: corpus_lib.Corpus,
                splits: dict[str, np.ndarray], index: ratings_lib.AnnotatorIndex,
-               consensus: np.ndarray, standardizer=(None, None),
-               dropped=None, **kwargs):
+               consensus: np.ndarray, standardizer=(None, None), **kwargs):
     self._corpus = corpus
     self._splits = splits
     self._index = index
     self._consensus = np.asarray(consensus, np.float32)  # [C, D]
     self._standardizer = standardizer
-    self._dropped = {str(k): int(v) for k, v in (dropped or {}).items()}
     super().__init__(config=tfds.core.BuilderConfig(name=corpus.name),
                      file_format="array_record", **kwargs)
 
@@ -73,7 +71,8 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
             feature_std=_list(self._standardizer[1]),
             # {reason: rating rows} dropped or merged between the corpus
             # files and this dataset (Ratings.dropped).
-            dropped=self._dropped,
+            dropped={str(k): int(v)
+                     for k, v in c.ratings.dropped.items()},
         ))
 
   def _split_generators(self, dl_manager):
@@ -117,7 +116,7 @@ def dataset_dir(data_dir: str, corpus_name: str) -> str:
 def build(corpus: corpus_lib.Corpus, splits: dict[str, np.ndarray],
           index: ratings_lib.AnnotatorIndex, data_dir: str,
           consensus: np.ndarray | None = None,
-          standardizer=(None, None), dropped=None) -> str:
+          standardizer=(None, None)) -> str:
   """Writes the dataset (if not there yet); returns its directory.
 
   consensus [C, D]: per clip (aligned with corpus.clips) the mean of all its
@@ -127,8 +126,6 @@ def build(corpus: corpus_lib.Corpus, splits: dict[str, np.ndarray],
     consensus = ratings_lib.consensus_of(corpus.ratings, corpus.clips)
   builder = AnnojaxRatings(corpus=corpus, splits=splits, index=index,
                            consensus=consensus, standardizer=standardizer,
-                           dropped=(corpus.ratings.dropped if dropped is None
-                                    else dropped),
                            data_dir=data_dir)
   builder.download_and_prepare()
   return dataset_dir(data_dir, corpus.name)
