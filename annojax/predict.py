@@ -7,7 +7,10 @@ enroll: new annotators' enrollment ratings (long CSV: clip, annotator, one
 predict: a mapping + embeddings of new clips -> <workdir>/predict/
   predictions.csv: one row per (clip, annotator) with each dimension in
   [-1, 1] and, as `<dim>_scaled`, on config.predict.scale (the scale the
-  enrollment ratings were given on).
+  enrollment ratings were given on). A head's linear output can leave the
+  scale (7.006 on 1-7); with config.predict.clip (default) both columns are
+  clipped to the scale, as no rating can lie outside it, and the number of
+  clipped values is logged; clip=False writes the raw outputs.
 Categorical bundles (e.g. CREMA-D): the enrollment CSV has columns clip,
   annotator, label (a class name of the bundle), scored by
   config.predict.score = loglik or agreement; predictions are the class
@@ -161,6 +164,7 @@ def run_predict(config, workdir: str) -> str:
   out_dir = os.path.join(workdir, "predict")
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "predictions.csv")
+  clipped = total = 0
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
     if bundle.categorical:  # class probabilities and the top class
@@ -185,10 +189,18 @@ def run_predict(config, workdir: str) -> str:
         for c, row, t in zip(ids, prob, top):
           w.writerow([c, name, *[f"{v:.6g}" for v in row], t])
         continue
+      total += pred.size
+      if p.clip:
+        clipped += int((np.abs(pred) > 1.0).sum())
+        pred = np.clip(pred, -1.0, 1.0)
       scaled = ratings_lib.unscale(pred, lo, hi)
       for c, row, srow in zip(ids, pred, scaled):
         w.writerow([c, name, *[f"{v:.6g}" for v in row],
                     *[f"{v:.6g}" for v in srow]])
   logging.info("wrote predictions of %d annotators on %d clips to %s",
                len(names), len(ids), path)
+  if clipped:
+    logging.info("%d of %d predicted values (%.2f%%) lay outside the rating "
+                 "scale and were clipped to it (config.predict.clip)",
+                 clipped, total, 100.0 * clipped / total)
   return path

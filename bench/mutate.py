@@ -183,6 +183,25 @@ MUTANTS = [
       "vals, idx = jax.lax.top_k(jnp.asarray(scores), max(top_k, 2)",
       "vals, idx = jax.lax.top_k(-jnp.asarray(scores), max(top_k, 2)",
       "enrollment selects the worst-scoring head", ("tests/test_enroll.py",)),
+    M("raters_with_replacement", "annojax/corpora/synthetic.py",
+      "todo = todo[(raters[todo, :slot] == draw[:, None]).any(1)]",
+      "todo = todo[:0]",
+      "the generator's rater slots drawn with replacement (a rater twice "
+      "on a clip)", ("tests/test_synthetic.py",)),
+    M("raters_all_chunk_keys", "annojax/corpora/synthetic.py",
+      "  activity = rng.lognormal(0.0, spread, size=num_annotators)\n"
+      "  return sample_raters(",
+      "  activity = rng.lognormal(0.0, spread, size=num_annotators)\n"
+      "  keys = [np.argpartition(-(np.log(activity) + rng.gumbel(size=(\n"
+      "      min(1024, num_clips - s), num_annotators))), raters_per_clip - 1,"
+      "\n      axis=1)[:, :raters_per_clip] for s in range(0, num_clips, 1024)]"
+      "\n  return np.concatenate(keys)\n  return sample_raters(",
+      "the old Gumbel assignment that keeps every chunk's [1024, A] keys "
+      "alive (memory clips x annotators)", ("tests/test_synthetic.py",)),
+    M("predict_unclipped", "annojax/predict.py",
+      "pred = np.clip(pred, -1.0, 1.0)", "pass",
+      "--mode=predict writes values outside the rating scale",
+      ("tests/test_export.py",)),
 ]
 
 

@@ -140,4 +140,7 @@ def get_config():
   config.predict.weighted = False
   # predict: the mapping written by enroll; empty = <workdir>/enroll/...
   config.predict.mapping = ""
+  # predict: clip predictions to the rating scale ([-1, 1] and
+  # config.predict.scale); False writes the heads' raw linear outputs.
+  config.predict.clip = True
   return config

@@ -54,6 +54,7 @@ def _write_inputs(tmp_path, bundle, planted_head, n_clips=40, seed=0):
   rng = np.random.default_rng(seed)
   emb = rng.standard_normal((n_clips, bundle.info["embedding_dim"])
                             ).astype(np.float32)
+  emb[-5:] *= 30.0  # unseen clips far out: raw outputs beyond the scale
   ids = np.array([f"new_clip_{i:03d}" for i in range(n_clips)])
   np.savez(tmp_path / "emb.npz", clip_ids=ids, embeddings=emb)
   kernel, bias = bundle.heads()
@@ -110,13 +111,26 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   got = np.array([[float(r[d]) for d in b.dims] for r in rows
                   if r["annotator"] == "planted"])
   kernel, bias = b.heads()
-  want = np.einsum("cdh,dh->cd", b.features(emb), kernel[planted]
-                   ) + bias[planted]
+  raw = np.einsum("cdh,dh->cd", b.features(emb), kernel[planted]
+                  ) + bias[planted]
+  assert (np.abs(raw) > 1.05).sum() >= 3  # the test has values to clip
+  want = np.clip(raw, -1, 1)  # config.predict.clip, the default
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   scaled = np.array([[float(r[f"{d}_scaled"]) for d in b.dims] for r in rows
                      if r["annotator"] == "planted"])
   np.testing.assert_allclose(scaled, 1 + (want + 1) * 3, rtol=1e-4,
                              atol=1e-4)
+  assert scaled.min() >= 1.0 and scaled.max() <= 7.0
+
+  # clip=False writes the heads' raw outputs.
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "predict")
+  c.predict.clip = False
+  jobs.run(c, workdir)
+  with open(os.path.join(workdir, "predict", "predictions.csv")) as f:
+    rows = list(csv.DictReader(f))
+  got = np.array([[float(r[f"{d}_scaled"]) for d in b.dims] for r in rows
+                  if r["annotator"] == "planted"])
+  np.testing.assert_allclose(got, 1 + (raw + 1) * 3, rtol=1e-4, atol=1e-4)
 
 
 def test_enroll_errors_name_the_problem(tiny_config, bundle_dir, tmp_path):

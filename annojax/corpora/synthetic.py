@@ -51,14 +51,35 @@ def _make_world(cfg, rng) -> _World:
 def _assign(rng, num_clips, num_annotators, raters_per_clip, spread):
   """Each clip gets `raters_per_clip` distinct raters, busy ones more often."""
   activity = rng.lognormal(0.0, spread, size=num_annotators)
-  logits = np.log(activity)
-  rows = []
-  for start in range(0, num_clips, 1024):  # Gumbel top-k, chunked for memory
-    n = min(1024, num_clips - start)
-    g = logits[None] + rng.gumbel(size=(n, num_annotators))
-    rows.append(np.argpartition(-g, raters_per_clip - 1,
-                                axis=1)[:, :raters_per_clip])
-  return np.concatenate(rows)  # [C, R]
+  return sample_raters(rng, num_clips, activity, raters_per_clip)
+
+
+def sample_raters(rng, num_clips: int, weights: np.ndarray,
+                  raters_per_clip: int) -> np.ndarray:
+  """[num_clips, raters_per_clip] distinct rater indices per clip.
+
+  Weighted sampling without replacement, one rater slot at a time: a slot is
+  drawn with probability proportional to `weights` and redrawn where it
+  repeats a rater already on its clip, i.e. drawn in proportion to the
+  weights of the raters not yet on the clip (the Plackett-Luce law of a
+  Gumbel top-k). Memory O(clips x raters_per_clip), time
+  O(clips x raters_per_clip x log raters), however large the population.
+  """
+  num_raters = len(weights)
+  if not 0 < raters_per_clip <= num_raters:
+    raise ValueError(f"raters_per_clip={raters_per_clip} must be between 1 "
+                     f"and the number of annotators ({num_raters})")
+  cdf = np.cumsum(weights, dtype=np.float64)
+  cdf /= cdf[-1]
+  raters = np.empty((num_clips, raters_per_clip), np.int64)
+  for slot in range(raters_per_clip):
+    todo = np.arange(num_clips)
+    while len(todo):
+      draw = np.minimum(np.searchsorted(cdf, rng.random(len(todo)),
+                                        side="right"), num_raters - 1)
+      raters[todo, slot] = draw
+      todo = todo[(raters[todo, :slot] == draw[:, None]).any(1)]
+  return raters
 
 
 def _corpus(name, cfg, world, rng, *, num_clips, num_speakers, num_annotators,
