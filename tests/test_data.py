@@ -1,5 +1,7 @@
 """TFDS builder (array_record, no TensorFlow) and the input pipeline."""
 
+import os
+import shutil
 import sys
 
 import jax
@@ -337,3 +339,25 @@ def test_dropped_and_merged_rows_are_counted_in_the_dataset_metadata(
       "merged: the same annotator rated the clip again (averaged)": 1,
       "annotator has < 2 ratings: no head (still in the consensus)": 1}
   assert pipeline.read_meta(p.target).dropped == {}
+
+
+def test_prepare_again_reuses_the_datasets_without_reading(tiny_config,
+                                                           tmp_path,
+                                                           monkeypatch):
+  """train / export after prepare find the datasets by fingerprint and do
+  not read the corpora again; a missing dataset is rebuilt."""
+  a = prepare.prepare(tiny_config, str(tmp_path))
+  real = prepare.load_corpora
+
+  def no_read(cfg):
+    raise AssertionError("corpora read again")
+  monkeypatch.setattr(prepare, "load_corpora", no_read)
+  b = prepare.prepare(tiny_config, str(tmp_path))
+  assert b == a and b.overlap == a.overlap
+  shutil.rmtree(a.target)
+  calls = []
+  monkeypatch.setattr(prepare, "load_corpora",
+                      lambda cfg: calls.append(1) or real(cfg))
+  c = prepare.prepare(tiny_config, str(tmp_path))
+  assert calls == [1] and c == a
+  assert os.path.exists(os.path.join(c.target, "dataset_info.json"))

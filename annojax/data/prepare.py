@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 
 from absl import logging
@@ -125,11 +126,18 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   return h.hexdigest()
 
 
-def standardizer(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(mean, s.d.) per feature; a constant feature gets s.d. 1 (it becomes
-  0 after centring rather than dividing by zero)."""
-  x = np.asarray(embeddings, np.float64)
-  mean, std = x.mean(0), x.std(0)
+def standardizer(embeddings: np.ndarray, chunk: int = 1 << 16
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, s.d.) per feature, accumulated in float64 over row chunks (no
+  float64 copy of the whole matrix); a constant feature gets s.d. 1 (it
+  becomes 0 after centring rather than dividing by zero)."""
+  x = np.asarray(embeddings)
+  n = len(x)
+  mean = sum(x[i:i + chunk].sum(0, dtype=np.float64)
+             for i in range(0, n, chunk)) / n
+  var = sum(np.square(x[i:i + chunk] - mean).sum(0)
+            for i in range(0, n, chunk)) / n
+  std = np.sqrt(var)
   const = std < 1e-8 * np.maximum(1.0, np.abs(mean))
   if const.any():
     logging.info("%d of %d features are constant on the source training "
@@ -140,10 +148,12 @@ def standardizer(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def apply_standardizer(embeddings: np.ndarray, mean, std) -> np.ndarray:
-  if mean is None:
-    return np.asarray(embeddings, np.float32)
-  return ((np.asarray(embeddings, np.float32) - np.asarray(mean, np.float32))
-          / np.asarray(std, np.float32))
+  """(x - mean) / std in float32, in one new array."""
+  out = np.array(embeddings, np.float32)
+  if mean is not None:
+    out -= np.asarray(mean, np.float32)
+    out /= np.asarray(std, np.float32)
+  return out
 
 
 def speaker_splits(speakers: np.ndarray, fractions: dict[str, float],
@@ -187,6 +197,10 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
   # A changed data config or input file must never reuse a stale dataset:
   # the dataset name carries a fingerprint of everything that decides it.
   fp = fingerprint(cfg)
+  record = os.path.join(out_dir, "prepared", f"{fp}.json")
+  done = _reuse(record, out_dir)
+  if done:
+    return done
   source, target = load_corpora(cfg)
   tables, kept = [], []
   for corpus, min_ratings, fractions in (
@@ -233,4 +247,30 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
     paths.append(builder_lib.build(corpus, splits, index, out_dir,
                                    consensus=cons,
                                    standardizer=(mean, std)))
+  os.makedirs(os.path.dirname(record), exist_ok=True)
+  with open(record + ".tmp", "w") as f:
+    json.dump({"source": os.path.relpath(paths[0], out_dir),
+               "target": os.path.relpath(paths[1], out_dir),
+               "overlap": shared}, f, indent=1)
+  os.replace(record + ".tmp", record)
   return Prepared(*paths, overlap=shared)
+
+
+def _reuse(record: str, out_dir: str) -> Prepared | None:
+  """The datasets an earlier prepare built from the same fingerprint, so
+  train / evaluate / export do not read and validate the corpora again (the
+  fingerprint covers config.data and every input file's bytes)."""
+  if not os.path.exists(record):
+    return None
+  with open(record) as f:
+    r = json.load(f)
+  paths = [os.path.join(out_dir, r[k]) for k in ("source", "target")]
+  if not all(os.path.exists(os.path.join(p, "dataset_info.json"))
+             for p in paths):
+    return None
+  logging.info("reusing the prepared datasets %s (same data config and "
+               "input files; corpora not read again)", paths)
+  if r["overlap"].get("allowed"):
+    logging.warning("overlap allowed by config.data.allow_overlap: %s",
+                    {k: r["overlap"][k] for k in r["overlap"]["allowed"]})
+  return Prepared(*paths, overlap=r["overlap"])
