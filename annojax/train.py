@@ -190,6 +190,43 @@ def model_dir(workdir: str, kind: str, replicate: int = 0) -> str:
                       else f"{kind}_seed{replicate}")
 
 
+def _origin(config, kind: str, prepared: prepare_lib.Prepared) -> dict:
+  """What a model directory's checkpoints were trained on: the source
+  dataset (its name carries the data fingerprint) and the model's shape."""
+  return {"dataset": "/".join(os.path.normpath(prepared.source).split(
+              os.sep)[-2:]),
+          "kind": kind, "model": config.model.to_dict()}
+
+
+def check_origin(out_dir: str, origin: dict) -> None:
+  """Refuses checkpoints trained on other data or another model shape.
+
+  A changed data config gets a new dataset, but its workdir may still hold
+  the checkpoints of the old one; resuming (or exporting) those would
+  silently give a model of other data, or, with another head count, an
+  obscure Orbax shape error.
+  """
+  path = os.path.join(out_dir, "origin.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    stored = json.load(f)
+  if stored != origin:
+    diff = "; ".join(f"{k}: {stored.get(k)!r} there, {v!r} now"
+                     for k, v in origin.items() if stored.get(k) != v)
+    raise ValueError(
+        f"{out_dir} holds checkpoints trained on something other than this "
+        f"run's data or model ({diff}). Use another --workdir, or delete "
+        "that directory to train afresh.")
+
+
+def _write_origin(out_dir: str, origin: dict) -> None:
+  path = os.path.join(out_dir, "origin.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(origin, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        kind: str = "individual",
                        prepared: prepare_lib.Prepared | None = None,
@@ -205,9 +242,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   out_dir = model_dir(workdir, kind, replicate)
   os.makedirs(out_dir, exist_ok=True)
   is_host0 = jax.process_index() == 0
+  origin = _origin(config, kind, prepared)
+  check_origin(out_dir, origin)
   if is_host0:
     with open(os.path.join(out_dir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    _write_origin(out_dir, origin)
 
   # Mesh: data parallel over every device of every process.
   gb = config.train.batch_size
@@ -367,8 +407,9 @@ def load_best(config, workdir: str, kind: str,
   """(graphdef, best params) of a trained model, restored from Orbax."""
   meta = pipeline.read_meta(prepared.source)
   graphdef, _, state = _initial_state(config, meta, kind, replicate)
-  ckpts = checkpointing.Checkpoints(
-      os.path.join(model_dir(workdir, kind, replicate), "checkpoints"))
+  out_dir = model_dir(workdir, kind, replicate)
+  check_origin(out_dir, _origin(config, kind, prepared))
+  ckpts = checkpointing.Checkpoints(os.path.join(out_dir, "checkpoints"))
   best, _ = ckpts.restore(state, "best")
   ckpts.close()
   return graphdef, jax.device_get(best["params"])

@@ -202,6 +202,16 @@ MUTANTS = [
       "pred = np.clip(pred, -1.0, 1.0)", "pass",
       "--mode=predict writes values outside the rating scale",
       ("tests/test_export.py",)),
+    M("prepare_rereads", "annojax/data/prepare.py",
+      "  if not os.path.exists(record):\n    return None",
+      "  return None",
+      "train / export read and validate the corpora again after prepare",
+      ("tests/test_data.py",)),
+    M("resume_other_data", "annojax/train.py",
+      "  if stored != origin:",
+      "  if False:",
+      "training resumes / export restores checkpoints of another dataset",
+      ("tests/test_train.py",)),
 ]
 
 

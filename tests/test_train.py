@@ -13,6 +13,7 @@ from annojax import losses
 from annojax import metrics
 from annojax import train
 from annojax.data import pipeline
+from annojax.data import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +65,30 @@ def test_resume_continues_with_identical_params(tiny_config, tmp_path):
   np.testing.assert_allclose(
       [h["val_loss"] for h in straight["history"]],
       [h["val_loss"] for h in resumed["history"]], rtol=1e-6)
+
+
+def test_checkpoints_of_other_data_are_refused(tiny_config, tmp_path):
+  """A changed data config gets a new dataset; the workdir's checkpoints of
+  the old one must not be resumed, restored or exported."""
+  tiny_config.train.num_epochs = 1
+  tiny_config.train.models = ("individual",)
+  workdir = str(tmp_path / "w")
+  train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.data.synthetic.seed = 7  # same shapes, other data
+  other = prepare.prepare(tiny_config, workdir)
+  with pytest.raises(ValueError, match=r"trained on something other.*"
+                     r"dataset: 'synthetic_source_"):
+    train.train_and_evaluate(tiny_config, workdir, prepared=other)
+  with pytest.raises(ValueError, match="trained on something other"):
+    train.load_best(tiny_config, workdir, "individual", other)
+  tiny_config.data.synthetic.seed = 0
+  tiny_config.model.hidden = 16  # the same data, another model shape
+  with pytest.raises(ValueError, match=r"model: .*'hidden': 32.* there"):
+    train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.model.hidden = 32  # the run's own model: resumes
+  tiny_config.train.num_epochs = 2
+  out = train.train_and_evaluate(tiny_config, workdir)
+  assert [h["epoch"] for h in out["history"]] == [1, 2]
 
 
 def test_restore_in_a_fresh_process(trained_tiny, tmp_path):
@@ -193,7 +218,6 @@ def test_plateau_early_stop_and_best_checkpoint_on_a_scripted_run(
   4 and 6; early stopping (patience 4) ends the run after epoch 6. The
   returned and the restored "best" params are epoch 2's, not the latest."""
   from annojax import checkpointing  # pylint: disable=g-import-not-at-top
-  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
   c = tiny_config
   c.optim.learning_rate, c.optim.plateau_factor = 3e-3, 0.1
   c.optim.plateau_patience, c.optim.early_stop_patience = 2, 4
@@ -251,7 +275,6 @@ def test_sparse_and_dense_layouts_take_the_same_step(tiny_config, tmp_path):
   """The gathered-heads (sparse) layout, used from 256 heads up, computes the
   same loss and the same updated params as the dense layout on one batch."""
   import functools  # pylint: disable=g-import-not-at-top
-  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
   c = tiny_config
   prepared = prepare.prepare(c, str(tmp_path))
   meta = pipeline.read_meta(prepared.source)
@@ -279,7 +302,6 @@ def test_training_applies_dropout(tiny_config, tmp_path):
   """With dropout > 0 a training step sees dropped inputs: its loss differs
   from the same step without dropout, and with another seed (key)."""
   import functools  # pylint: disable=g-import-not-at-top
-  from annojax.data import prepare  # pylint: disable=g-import-not-at-top
   prepared = prepare.prepare(tiny_config, str(tmp_path))
   meta = pipeline.read_meta(prepared.source)
   examples = pipeline.SplitReader(prepared.source, "train").get(range(32))
