@@ -5,8 +5,9 @@ python bench/scale.py [--sizes=2000x10000,13000x100000,50000x300000]
 
 For each size (pre-training annotators x clips, 6 raters per clip as in
 MSP-Podcast) and input path, every stage is the product's own command in a
-fresh process (`python -m annojax.main --mode=...`), timed wall-clock, its
-peak resident memory read from the kernel (os.wait4):
+fresh process (`python -m annojax.main --mode=...`), timed wall-clock (with
+~5 s of process start and imports), its peak resident memory read from the
+kernel (the process's own VmHWM):
 
   prepare  read + validate the corpora, write the TFDS datasets. synthetic:
            the embedded generator (64-d embeddings); csv: the generic reader
@@ -95,20 +96,37 @@ def write_inputs(out: str, cfg, *, source_files: bool) -> None:
              embeddings=src.embeddings)
 
 
+# Runs `python -m annojax.main ARGS` and, at exit, prints the process's own
+# peak resident memory (VmHWM). Not getrusage's ru_maxrss of the child: on
+# Linux that keeps the high-water mark of the process that forked it (this
+# script, holding the generated corpora), which would floor every figure.
+_PEAK = """
+import atexit, runpy, sys
+def _peak():
+  with open("/proc/self/status") as f:
+    kib = [l.split()[1] for l in f if l.startswith("VmHWM:")][0]
+  sys.stderr.write(f"\\nPEAK_KIB {kib}\\n")
+  sys.stderr.flush()
+atexit.register(_peak)
+sys.argv = ["annojax.main"] + sys.argv[1:]
+runpy.run_module("annojax.main", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_stage(args: list[str], log: str) -> tuple[float, float, str]:
-  """(seconds, peak RSS MiB, log text) of one command in a fresh process."""
+  """(seconds, peak RSS MiB, log text) of one annojax.main command in a
+  fresh process."""
   with open(log, "w") as f:
     t = time.perf_counter()
-    p = subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(p.pid, 0)
+    p = subprocess.run([sys.executable, "-c", _PEAK, *args], cwd=ROOT,
+                       stdout=f, stderr=subprocess.STDOUT, check=False)
     seconds = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
   with open(log) as f:
     text = f.read()
   if p.returncode:
-    raise RuntimeError(f"{' '.join(args)} failed ({p.returncode}); "
-                       f"log {log}:\n{text[-3000:]}")
-  return seconds, usage.ru_maxrss / 1024.0, text
+    raise RuntimeError(f"annojax.main {' '.join(args)} failed "
+                       f"({p.returncode}); log {log}:\n{text[-3000:]}")
+  return seconds, int(re.findall(r"PEAK_KIB (\d+)", text)[-1]) / 1024.0, text
 
 
 def measure(path: str, annotators: int, clips: int, workdir: str,
@@ -120,7 +138,7 @@ def measure(path: str, annotators: int, clips: int, workdir: str,
                          CSV_DIM if path == "csv" else synthetic.default_config(
                          ).embedding_dim)
   write_inputs(inputs, cfg, source_files=path == "csv")
-  base = [sys.executable, "-m", "annojax.main", "--config=configs/default.py",
+  base = ["--config=configs/default.py",
           f"--workdir={run_dir}", f"--config.data.min_ratings={min_ratings}",
           "--config.train.batch_size=256", "--config.optim.name=adam",
           "--config.train.models=('individual',)", "--config.eval.seeds=1",
