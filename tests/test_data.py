@@ -143,11 +143,16 @@ def test_speaker_splits_are_disjoint():
           sets["validation"] & sets["test"])
 
 
-def test_prepare_fingerprints_config(tiny_config, tmp_path):
+def test_prepare_fingerprints_config(tiny_config, tmp_path, monkeypatch):
   a = prepare.prepare(tiny_config, str(tmp_path))
   tiny_config.data.synthetic.seed = 5
   b = prepare.prepare(tiny_config, str(tmp_path))
   assert a.source != b.source  # a changed config never reuses stale data
+  # Nor does a changed generator under the same config.
+  from annojax.corpora import synthetic  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(synthetic, "VERSION", synthetic.VERSION + "-next")
+  c = prepare.prepare(tiny_config, str(tmp_path))
+  assert c.source != b.source
 
 
 def test_prepare_keeps_exactly_the_annotators_with_min_ratings(tiny_config,

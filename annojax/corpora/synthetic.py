@@ -24,6 +24,10 @@ from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import ratings as ratings_lib
 
 DIMS = ("activation", "valence")
+# Bump whenever the same config generates different data: it enters the
+# dataset fingerprint, so a workdir never reuses an older simulator's data.
+# 2: raters drawn slot by slot (sample_raters) instead of Gumbel top-k.
+VERSION = "2"
 
 
 @dataclasses.dataclass(frozen=True)

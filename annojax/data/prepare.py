@@ -115,10 +115,14 @@ def _hash_path(h, path: str):
 
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   """Hash of everything that decides a dataset's content: the data config,
-  the dataset format, and the bytes of every input file (an edited ratings
-  or embedding file gives a new dataset, never a stale one)."""
+  the dataset format, the bytes of every input file (an edited ratings or
+  embedding file gives a new dataset, never a stale one) and, for the
+  embedded corpus, the generator's version (a changed simulator is new
+  data even under the same config)."""
   h = hashlib.sha1(cfg.to_json(sort_keys=True).encode())
   h.update(builder_lib.VERSION.encode())
+  if cfg.corpus == "synthetic":
+    h.update(synthetic.VERSION.encode())
   if cfg.corpus == "files":
     for spec in (cfg.files.source, cfg.files.target):
       _hash_path(h, spec.path)
