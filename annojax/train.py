@@ -220,13 +220,6 @@ def check_origin(out_dir: str, origin: dict) -> None:
         "that directory to train afresh.")
 
 
-def _write_origin(out_dir: str, origin: dict) -> None:
-  path = os.path.join(out_dir, "origin.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(origin, f, indent=1)
-  os.replace(path + ".tmp", path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        kind: str = "individual",
                        prepared: prepare_lib.Prepared | None = None,
@@ -247,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_host0:
     with open(os.path.join(out_dir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    _write_origin(out_dir, origin)
+    prepare_lib.write_json(os.path.join(out_dir, "origin.json"), origin)
 
   # Mesh: data parallel over every device of every process.
   gb = config.train.batch_size

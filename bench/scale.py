@@ -19,10 +19,10 @@ kernel (the process's own VmHWM):
   enroll   --mode=enroll from the bundle alone: 1,000 new annotators, ~30
            clips each (a CSV on 1-7 + their clips' embeddings).
 
-train and export re-open the corpora to find their dataset (generation or
-reading + validation, no writing); that is in their figures, as a user would
-see it. Heads = annotators with >= 10 ratings (--min-ratings). Prints a
-markdown table (bench/README.md keeps the one measured there).
+train and export find prepare's datasets by fingerprint (the corpora are
+not read again; the input files are hashed). Heads = annotators with >= 10
+ratings (--min-ratings). Prints a markdown table (bench/README.md keeps the
+one measured there).
 """
 
 from __future__ import annotations

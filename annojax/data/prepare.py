@@ -90,10 +90,14 @@ def overlap(source: ratings_lib.Ratings, target: ratings_lib.Ratings,
         f"pre-training data ({source.source}), so its test material is not "
         "unseen. Split the corpora apart, or set config.data.allow_overlap="
         f"{tuple(leaks)} to run anyway (the results then report it).")
-  if out["allowed"]:
-    logging.warning("overlap allowed by config.data.allow_overlap: %s",
-                    {k: out[k] for k in out["allowed"]})
+  _warn_allowed(out)
   return out
+
+
+def _warn_allowed(counts: dict) -> None:
+  if counts.get("allowed"):
+    logging.warning("overlap allowed by config.data.allow_overlap: %s",
+                    {k: counts[k] for k in counts["allowed"]})
 
 
 def _hash_path(h, path: str):
@@ -123,7 +127,7 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   h.update(builder_lib.VERSION.encode())
   if cfg.corpus == "synthetic":
     h.update(synthetic.VERSION.encode())
-  if cfg.corpus == "files":
+  elif cfg.corpus == "files":
     for spec in (cfg.files.source, cfg.files.target):
       _hash_path(h, spec.path)
       _hash_path(h, spec.embeddings)
@@ -251,13 +255,18 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
     paths.append(builder_lib.build(corpus, splits, index, out_dir,
                                    consensus=cons,
                                    standardizer=(mean, std)))
-  os.makedirs(os.path.dirname(record), exist_ok=True)
-  with open(record + ".tmp", "w") as f:
-    json.dump({"source": os.path.relpath(paths[0], out_dir),
-               "target": os.path.relpath(paths[1], out_dir),
-               "overlap": shared}, f, indent=1)
-  os.replace(record + ".tmp", record)
+  write_json(record, {"source": os.path.relpath(paths[0], out_dir),
+                      "target": os.path.relpath(paths[1], out_dir),
+                      "overlap": shared})
   return Prepared(*paths, overlap=shared)
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as JSON atomically (a reader never sees half a file)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 
 def _reuse(record: str, out_dir: str) -> Prepared | None:
@@ -274,7 +283,5 @@ def _reuse(record: str, out_dir: str) -> Prepared | None:
     return None
   logging.info("reusing the prepared datasets %s (same data config and "
                "input files; corpora not read again)", paths)
-  if r["overlap"].get("allowed"):
-    logging.warning("overlap allowed by config.data.allow_overlap: %s",
-                    {k: r["overlap"][k] for k in r["overlap"]["allowed"]})
+  _warn_allowed(r["overlap"])
   return Prepared(*paths, overlap=r["overlap"])
