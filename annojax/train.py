@@ -27,6 +27,7 @@ from flax import nnx
 import tqdm
 
 from annojax import checkpointing
+from annojax import head_optim
 from annojax import losses
 from annojax import metrics
 from annojax import models
@@ -152,8 +153,35 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
                                          min_count).tolist()}
 
 
+def step_function(config, meta, kind: str, graphdef, tx, seed: int):
+  """The (unjitted) training step of this model: the dense optax update of
+  all parameters, or row-sparse head updates (annojax/head_optim.py)."""
+  kw = dict(graphdef=graphdef, tx=tx, loss_fn=losses.get(config.train.loss),
+            seed=seed)
+  if head_optim.resolve(config, meta, kind) == "dense":
+    return functools.partial(train_step, **kw)
+  return functools.partial(head_optim.train_step, **kw,
+                           **_head_rule(config))
+
+
+def flush_function(config, meta, kind: str):
+  """state -> state with every parameter current (before params are read);
+  None for the dense update, whose state always is."""
+  if head_optim.resolve(config, meta, kind) == "dense":
+    return None
+  return functools.partial(head_optim.flush, **_head_rule(config))
+
+
+def _head_rule(config) -> dict:
+  return {"optimizer": config.optim.name,
+          "momentum": float(config.optim.get("momentum") or 0.0)}
+
+
 def with_learning_rate(opt_state, lr):
-  """The optax.inject_hyperparams state with learning_rate = lr."""
+  """The optax.inject_hyperparams state with learning_rate = lr (for a
+  row-sparse run, its trunk's, which the heads' update reads)."""
+  if isinstance(opt_state, dict):
+    return {**opt_state, "trunk": with_learning_rate(opt_state["trunk"], lr)}
   hyper = dict(opt_state.hyperparams)
   hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
   return opt_state._replace(hyperparams=hyper)
@@ -172,8 +200,12 @@ def _initial_state(config, meta, kind, replicate: int = 0):
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
   tx = create_optimizer(config)
+  if head_optim.resolve(config, meta, kind) == "sparse":
+    opt_state = head_optim.init_state(params, tx, config.optim.name)
+  else:
+    opt_state = tx.init(params)
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
-           "opt_state": tx.init(params)}
+           "opt_state": opt_state}
   return graphdef, tx, state
 
 
@@ -192,10 +224,15 @@ def model_dir(workdir: str, kind: str, replicate: int = 0) -> str:
 
 def _origin(config, kind: str, prepared: prepare_lib.Prepared) -> dict:
   """What a model directory's checkpoints were trained on: the source
-  dataset (its name carries the data fingerprint) and the model's shape."""
-  return {"dataset": "/".join(os.path.normpath(prepared.source).split(
-              os.sep)[-2:]),
-          "kind": kind, "model": config.model.to_dict()}
+  dataset (its name carries the data fingerprint), the model's shape and,
+  for row-sparse head updates, that (their optimizer state differs)."""
+  origin = {"dataset": "/".join(os.path.normpath(prepared.source).split(
+                os.sep)[-2:]),
+            "kind": kind, "model": config.model.to_dict()}
+  meta = pipeline.read_meta(prepared.source)
+  if head_optim.resolve(config, meta, kind) == "sparse":
+    origin["head_update"] = f"sparse {config.optim.name}"
+  return origin
 
 
 def check_origin(out_dir: str, origin: dict) -> None:
@@ -212,8 +249,9 @@ def check_origin(out_dir: str, origin: dict) -> None:
   with open(path) as f:
     stored = json.load(f)
   if stored != origin:
-    diff = "; ".join(f"{k}: {stored.get(k)!r} there, {v!r} now"
-                     for k, v in origin.items() if stored.get(k) != v)
+    diff = "; ".join(f"{k}: {stored.get(k)!r} there, {origin.get(k)!r} now"
+                     for k in sorted(set(stored) | set(origin))
+                     if stored.get(k) != origin.get(k))
     raise ValueError(
         f"{out_dir} holds checkpoints trained on something other than this "
         f"run's data or model ({diff}). Use another --workdir, or delete "
@@ -275,11 +313,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, host = ckpts.restore(state)
     logging.info("%s: resuming after epoch %d (step %d)", kind,
                  host["epoch"], int(state["step"]))
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx,
-                        loss_fn=losses.get(config.train.loss),
-                        seed=seed),
-      donate_argnums=0, out_shardings=(repl, repl))
+  step_fn = jax.jit(step_function(config, meta, kind, graphdef, tx, seed),
+                    donate_argnums=0, out_shardings=(repl, repl))
+  flush = flush_function(config, meta, kind)
+  flush = flush and jax.jit(flush, donate_argnums=0, out_shardings=repl)
 
   # The plateau's new learning rate enters the optimizer state through a
   # jitted update, so the state stays one consistent global pytree (a host
@@ -321,6 +358,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"{kind}: non-finite loss/grad norm at epoch {epoch + 1}, step "
           f"{int(state['step'])} (loss {train_loss}, grad norm "
           f"{float(m['grad_norm'])}); lower config.optim.learning_rate")
+    if flush:  # row-sparse heads: every head up to this step
+      state = flush(state)
 
     # Params are replicated: every process holds a full local copy.
     params_host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),

@@ -1,12 +1,16 @@
-"""Training throughput: all heads (dense) vs only the observed heads (sparse).
+"""Training throughput against the number of heads, layout and head update.
 
-  python bench/train_bench.py [--heads=100,2000,13000] [--batch=256]
+  python bench/train_bench.py [--heads=100,2000,13000,20000] [--batch=32,256]
 
 Times the jit-compiled annojax.train.train_step (forward, masked 1 - CCC,
 backward, optimizer update) on in-memory batches (by default 1024-d embeddings
 as from WavLM-large, 2 dims, hidden 256 as in METHOD.md, 10 raters per
 clip), so the figure is the model's cost alone; bench/data_bench.py measures
-the input pipeline. Both layouts compute the same loss (checked).
+the input pipeline. Columns: the dense label layout (all heads, masked); the
+sparse layout (only the rated heads) with the optax update of every head; and
+the sparse layout with row-sparse head updates (annojax/head_optim.py), SGD
+(exact) and Adam (lazy). Every column computes the same first loss (checked).
+--profile splits a step's time into forward, backward and update.
 """
 
 from __future__ import annotations
@@ -53,60 +57,153 @@ def make_batches(n_batches, batch, a, d, f, raters, seed=0):
   return out
 
 
-def bench(a, layout, batches, config, steps):
+# (label layout, head update, optimizer) of each column.
+VARIANTS = {
+    "dense layout": ("dense", "dense", "sgd"),
+    "sparse layout + optax update": ("sparse", "dense", "sgd"),
+    "row-sparse SGD (exact)": ("sparse", "sparse", "sgd"),
+    "row-sparse Adam (lazy)": ("sparse", "sparse", "adam"),
+}
+
+
+def _setup(a, variant, batches, config):
+  layout, update, opt = VARIANTS[variant]
+  config.data.layout, config.optim.head_update = layout, update
+  config.optim.name = opt
   meta = pipeline.Meta(dims=("activation", "valence"),
                        annotator_ids=tuple(map(str, range(a))),
                        annotator_types=None,
                        embedding_dim=batches[0][layout]["embedding"].shape[1],
                        split_sizes={})
-  graphdef, tx, state = train._initial_state(config, meta, "individual")
-  step = jax.jit(functools.partial(
-      train.train_step, graphdef=graphdef, tx=tx,
-      loss_fn=losses.get("ccc"), seed=0), donate_argnums=0)
-  dev = [jax.device_put(b[layout]) for b in batches]
+  graphdef, tx, state = train._initial_state(config, meta, "individual")  # pylint: disable=protected-access
+  fn = train.step_function(config, meta, "individual", graphdef, tx, seed=0)
+  return layout, meta, graphdef, state, fn
+
+
+def bench(cells, batches, config, steps, rounds):
+  """{(heads, variant): (examples/s, first-step compile s, first loss)}.
+
+  Every cell is compiled first, then all are timed in `rounds` interleaved
+  rounds of `steps` steps each, so a slow spell of a shared machine hits
+  every cell alike; the rate is the median over rounds.
+  """
+  runs, out = {}, {}
+  for a, v in cells:
+    layout, _, _, state, fn = _setup(a, v, batches[a], config)
+    step = jax.jit(fn, donate_argnums=0)
+    dev = [jax.device_put(b[layout]) for b in batches[a]]
+    t0 = time.perf_counter()
+    state, m = step(state, dev[0])
+    first_loss = float(m["loss"])
+    jax.block_until_ready(state)
+    runs[a, v] = [step, state, dev, []]
+    out[a, v] = [time.perf_counter() - t0, first_loss]
+  for _ in range(rounds):
+    for cell in cells:
+      step, state, dev, times = runs[cell]
+      t0 = time.perf_counter()
+      for i in range(steps):
+        state, _ = step(state, dev[1 + i % (len(dev) - 1)])
+      jax.block_until_ready(state)
+      times.append(time.perf_counter() - t0)
+      runs[cell][1] = state
+  return {c: (steps * len(batches[c[0]][0]["sparse"]["embedding"])
+              / float(np.median(runs[c][3])), *out[c]) for c in cells}
+
+
+def _ms(fn, args, steps):
+  out = fn(*args)
+  jax.block_until_ready(out)
   t0 = time.perf_counter()
-  state, m = step(state, dev[0])
-  first_loss = float(m["loss"])
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(state)
-  t0 = time.perf_counter()
-  for i in range(steps):
-    state, m = step(state, dev[1 + i % (len(dev) - 1)])
-  jax.block_until_ready(state)
-  sec = time.perf_counter() - t0
-  return steps * len(batches[0][layout]["embedding"]) / sec, compile_s, \
-      first_loss
+  for _ in range(steps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def profile(a, variant, batches, config, steps):
+  """ms per step of: the forward pass (loss), forward + backward, the whole
+  step (+ optimizer update and, row-sparse, the scatter back)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  layout, _, graphdef, state, fn = _setup(a, variant, batches, config)
+  batch = jax.device_put(batches[0][layout])
+  loss_fn = losses.get("ccc")
+
+  def loss(params, b):
+    mask = b["label_mask"] * b["valid"][:, None]
+    pred = nnx.merge(graphdef, params)(b["embedding"], b.get("annotators"))
+    return loss_fn(pred, b["labels"], mask)[0]
+
+  fwd = jax.jit(loss)
+  bwd = jax.jit(jax.grad(loss))
+  step = jax.jit(fn)  # not donated: the same state each call
+  return {"forward": _ms(fwd, (state["params"], batch), steps),
+          "forward + backward": _ms(bwd, (state["params"], batch), steps),
+          "whole step": _ms(step, (state, batch), steps)}
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--heads", default="100,2000,13000")
-  p.add_argument("--batch", type=int, default=256)
-  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--heads", default="100,2000,13000,20000")
+  p.add_argument("--batch", default="32,256",
+                 help="comma-separated global batch sizes")
+  p.add_argument("--steps", type=int, default=10,
+                 help="steps per timed round")
+  p.add_argument("--rounds", type=int, default=5,
+                 help="interleaved rounds per variant (median reported)")
   p.add_argument("--features", type=int, default=1024)
   p.add_argument("--raters", type=int, default=10)
   p.add_argument("--hidden", type=int, default=256)
+  p.add_argument("--variants", default=",".join(VARIANTS),
+                 help="comma-separated columns, of: " + ", ".join(VARIANTS))
+  p.add_argument("--profile", default="2000,20000",
+                 help="heads at which to split a step's time ('' = none)")
   args = p.parse_args()
   config = ml_collections.ConfigDict({
       "model": {"hidden": args.hidden, "dropout": 0.2},
-      "optim": {"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9},
-      "train": {"seed": 0}})
+      "optim": {"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9,
+                "head_update": "dense"},
+      "train": {"seed": 0, "loss": "ccc"}, "data": {"layout": "sparse"}})
+  variants = args.variants.split(",")
+  heads = [int(x) for x in args.heads.split(",")]
   dev = jax.devices()[0]
-  print(f"batch {args.batch}, {args.features}-d embeddings, hidden "
-        f"{args.hidden}, 2 dims, {args.raters} raters/clip; device "
-        f"{dev.platform}:{dev.device_kind} x{jax.device_count()}\n")
-  print("| A heads | dense ex/s | sparse ex/s | sparse / dense | dense "
-        "compile s | sparse compile s |")
-  print("|---|---|---|---|---|---|")
-  for a in [int(x) for x in args.heads.split(",")]:
-    batches = make_batches(4, args.batch, a, 2, args.features, args.raters)
-    d_eps, d_c, d_loss = bench(a, "dense", batches, config, args.steps)
-    s_eps, s_c, s_loss = bench(a, "sparse", batches, config, args.steps)
-    # Same params, same data: the first step's loss must agree.
-    np.testing.assert_allclose(d_loss, s_loss, rtol=1e-4)
-    print(f"| {a} | {d_eps:,.0f} | {s_eps:,.0f} | {s_eps / d_eps:.2f}x | "
-          f"{d_c:.2f} | {s_c:.2f} |", flush=True)
+  print(f"{args.features}-d embeddings, hidden {args.hidden}, 2 dims, "
+        f"{args.raters} raters/clip; device {dev.platform}:{dev.device_kind}"
+        f" x{jax.device_count()}; examples/s (first-step compile s)")
+  for batch in [int(x) for x in args.batch.split(",")]:
+    print(f"\nbatch {batch}\n")
+    print("| A heads | " + " | ".join(variants) + " |")
+    print("|---" * (len(variants) + 1) + "|")
+    batches = {a: make_batches(4, batch, a, 2, args.features, args.raters)
+               for a in heads}
+    res = bench([(a, v) for a in heads for v in variants], batches, config,
+                args.steps, args.rounds)
+    for a in heads:
+      # Same params, same data: every column's first loss must agree.
+      first = [res[a, v][2] for v in variants]
+      np.testing.assert_allclose(first, first[0], rtol=1e-4)
+      print(f"| {a} | " + " | ".join(
+          f"{res[a, v][0]:,.0f} ({res[a, v][1]:.1f})" for v in variants)
+            + " |", flush=True)
+    for v in variants:
+      if len(heads) > 1:
+        print(f"- {v}: {heads[-1]} heads at "
+              f"{res[heads[-1], v][0] / res[heads[0], v][0]:.2f}x the rate "
+              f"at {heads[0]}")
+  if args.profile:
+    print("\nms per step, batch 256: forward | forward + backward | whole "
+          "step\n")
+    print("| A heads | variant | forward | + backward | whole step |")
+    print("|---|---|---|---|---|")
+    for a in [int(x) for x in args.profile.split(",")]:
+      batches = make_batches(1, 256, a, 2, args.features, args.raters)
+      for v in variants:
+        if v == "dense layout":
+          continue
+        t = profile(a, v, batches, config, args.steps)
+        print(f"| {a} | {v} | " + " | ".join(f"{x:.2f}" for x in t.values())
+              + " |", flush=True)
 
 
 if __name__ == "__main__":

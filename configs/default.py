@@ -61,6 +61,12 @@ def get_config():
   config.optim.name = "sgd"  # sgd (momentum) or adam
   config.optim.learning_rate = 1e-3
   config.optim.momentum = 0.9
+  # Update of the annotator heads: "dense" (optax over every head each
+  # step), "sparse" (only the heads the batch rated: a step's cost does not
+  # grow with the number of heads; exact for SGD, lazy for Adam; see
+  # annojax/head_optim.py) or "auto" (sparse where exact: SGD on the sparse
+  # label layout).
+  config.optim.head_update = "auto"
   # Reduce-on-plateau: lr *= factor after `plateau_patience` epochs without
   # validation improvement; stop after `early_stop_patience`.
   config.optim.plateau_patience = 5

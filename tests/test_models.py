@@ -118,4 +118,20 @@ def test_dropout_in_training_zeroes_and_rescales_inputs():
   m(jnp.ones((3, 2000)), rng=jax.random.key(1))
   kept = seen["x"] != 0
   np.testing.assert_allclose(1 - kept.mean(), 0.3, atol=0.02)
-  np.testing.assert_allclose(seen["x"][kept], 1 / 0.7, rtol=1e-6)
+  # 1 / P(keep), P(keep) = 0.7 rounded to 1/65536 (16-bit draws).
+  np.testing.assert_allclose(seen["x"][kept], 1 / 0.7, rtol=1e-5)
+
+
+def test_bernoulli16_has_its_probability_and_fresh_bits_per_element():
+  """The 16-bit mask keeps p of the elements, both halves of every 32-bit
+  word used (an odd size too), its stated probability exact to 1/65536."""
+  mask, q = models.bernoulli16(jax.random.key(0), 0.8, (999, 1001))
+  mask = np.asarray(mask)
+  assert abs(q - 0.8) < 1 / 65536
+  assert abs(mask.mean() - 0.8) < 0.002
+  half = mask.size // 2  # the words' low halves, then their high halves
+  flat = mask.ravel()
+  assert abs(flat[:half].mean() - flat[half:2 * half].mean()) < 0.003
+  # Low and high halves of a word are independent draws.
+  both = (flat[:half] & flat[half:2 * half]).mean()
+  assert abs(both - 0.64) < 0.003

@@ -134,14 +134,22 @@ def test_batch_must_divide_devices(tiny_config, tmp_path, monkeypatch):
     train.train_and_evaluate(tiny_config, str(tmp_path), "individual")
 
 
-def test_four_device_mesh_matches_one_device(tmp_path):
-  """Batch sharded over 4 (forced) CPU devices = the 1-device run."""
+@pytest.mark.parametrize("update", ["dense", "sparse"])
+def test_four_device_mesh_matches_one_device(tmp_path, update):
+  """Batch sharded over 4 (forced) CPU devices = the 1-device run, with the
+  dense update and with row-sparse heads (SGD: gathers and scatters of a
+  sharded batch's heads)."""
+  settings = ("" if update == "dense" else
+              "config.optim.name = 'sgd'; config.optim.learning_rate = 0.05;"
+              " config.data.layout = 'sparse'; "
+              "config.optim.head_update = 'sparse'")
   code = f"""
 import sys; sys.path.insert(0, {ROOT!r})
 import jax, numpy as np
 from configs import tiny
 from annojax import train
 config = tiny.get_config()
+{settings}
 config.train.num_epochs = 2
 config.train.models = ("individual",)
 r = train.train_and_evaluate(config, sys.argv[1], "individual")
