@@ -10,7 +10,7 @@ the input pipeline. Columns: the dense label layout (all heads, masked); the
 sparse layout (only the rated heads) with the optax update of every head; and
 the sparse layout with row-sparse head updates (annojax/head_optim.py), SGD
 (exact) and Adam (lazy). Every column computes the same first loss (checked).
---profile splits a step's time into forward, backward and update.
+--profile lists the costliest XLA ops of a step (jax.profiler trace).
 """
 
 from __future__ import annotations
@@ -111,35 +111,41 @@ def bench(cells, batches, config, steps, rounds):
               / float(np.median(runs[c][3])), *out[c]) for c in cells}
 
 
-def _ms(fn, args, steps):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return 1e3 * (time.perf_counter() - t0) / steps
-
-
-def profile(a, variant, batches, config, steps):
-  """ms per step of: the forward pass (loss), forward + backward, the whole
-  step (+ optimizer update and, row-sparse, the scatter back)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  layout, _, graphdef, state, fn = _setup(a, variant, batches, config)
+def profile(a, variant, batches, config, steps, top=12):
+  """[(ms per step, XLA op, its output shape)] of the `top` costliest ops of
+  the jitted step, from a jax.profiler trace of `steps` steps."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  layout, _, _, state, fn = _setup(a, variant, batches, config)
+  step = jax.jit(fn, donate_argnums=0)
   batch = jax.device_put(batches[0][layout])
-  loss_fn = losses.get("ccc")
-
-  def loss(params, b):
-    mask = b["label_mask"] * b["valid"][:, None]
-    pred = nnx.merge(graphdef, params)(b["embedding"], b.get("annotators"))
-    return loss_fn(pred, b["labels"], mask)[0]
-
-  fwd = jax.jit(loss)
-  bwd = jax.jit(jax.grad(loss))
-  step = jax.jit(fn)  # not donated: the same state each call
-  return {"forward": _ms(fwd, (state["params"], batch), steps),
-          "forward + backward": _ms(bwd, (state["params"], batch), steps),
-          "whole step": _ms(step, (state, batch), steps)}
+  hlo = step.lower(state, batch).compile().as_text()
+  for _ in range(3):
+    state, _ = step(state, batch)
+  jax.block_until_ready(state)
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+      for _ in range(steps):
+        state, _ = step(state, batch)
+      jax.block_until_ready(state)
+    trace = glob.glob(f"{d}/**/*perfetto_trace.json.gz", recursive=True)
+    with gzip.open(trace[0]) as f:
+      events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  total = collections.Counter()
+  for e in events:
+    name = e.get("name", "")
+    if e.get("ph") == "X" and re.search(rf"\s%{re.escape(name)} = ", hlo):
+      total[name] += e["dur"]
+  out = []
+  for name, us in total.most_common(top):
+    line = re.search(rf"\s%{re.escape(name)} = ([^ ]+)", hlo).group(1)
+    out.append((us / steps / 1e3, name, line.split("{")[0]))
+  return out
 
 
 def main():
@@ -192,18 +198,20 @@ def main():
               f"{res[heads[-1], v][0] / res[heads[0], v][0]:.2f}x the rate "
               f"at {heads[0]}")
   if args.profile:
-    print("\nms per step, batch 256: forward | forward + backward | whole "
-          "step\n")
-    print("| A heads | variant | forward | + backward | whole step |")
-    print("|---|---|---|---|---|")
+    print("\nWhere a step's time goes (batch 256, jax.profiler trace; the "
+          "costliest XLA ops, ms per step):")
     for a in [int(x) for x in args.profile.split(",")]:
       batches = make_batches(1, 256, a, 2, args.features, args.raters)
       for v in variants:
         if v == "dense layout":
           continue
-        t = profile(a, v, batches, config, args.steps)
-        print(f"| {a} | {v} | " + " | ".join(f"{x:.2f}" for x in t.values())
-              + " |", flush=True)
+        ops = profile(a, v, batches, config, args.steps)
+        print(f"\n{a} heads, {v}: top {len(ops)} ops "
+              f"{sum(o[0] for o in ops):.2f} ms\n")
+        print("| ms | op | output |")
+        print("|---|---|---|")
+        for ms, name, shape in ops:
+          print(f"| {ms:.2f} | {name} | {shape} |", flush=True)
 
 
 if __name__ == "__main__":
