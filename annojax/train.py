@@ -339,6 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     epoch = host["epoch"]
     t0 = time.time()
     batches = pipeline.train_batches(reader, gb, seed, epoch,
+                                     window=config.data.shuffle_window,
                                      **batch_kw)
     bar = tqdm.tqdm(batches, total=len(reader) // gb,
                     desc=f"{kind} epoch {epoch + 1}/{config.train.num_epochs}",

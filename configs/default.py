@@ -41,8 +41,13 @@ def get_config():
   # heads that rated each clip, "dense" all heads then masks; "auto" takes
   # dense below 256 heads, sparse above (measured: bench/README.md).
   config.data.layout = "auto"
-  # Keep decoded examples in memory after the first epoch.
+  # Keep the decoded training split in memory after the first epoch.
   config.data.cache = True
+  # Epoch order: records (blocks of 128 clips) in random order, shuffled
+  # clip by clip within windows of this many clips; at least the training
+  # split's size = one uniform permutation. Without the cache, one window
+  # of decoded clips is what the reader holds in memory.
+  config.data.shuffle_window = 65536
   # Standardise embeddings (x - mean) / s.d. with the source training
   # split's statistics (stored with the datasets and the export bundle).
   # Features on very different scales (openSMILE: F0 ~40, jitter ~0.01)

@@ -71,7 +71,7 @@ def test_dense_sparse_and_consensus_layouts_agree(small):
   _, _, path = small
   meta = pipeline.read_meta(path)
   reader = pipeline.SplitReader(path, "train")
-  ex = reader.get(range(4))
+  ex = reader.take(range(4))
   dense = pipeline.make_batch(ex, **_kw(meta, "dense"))
   sparse = pipeline.make_batch(ex, **_kw(meta, "sparse"))
   cons = pipeline.make_batch(ex, **_kw(meta, "consensus"))
@@ -271,7 +271,7 @@ def test_consensus_counts_every_rating(tiny_config, tmp_path):
       assert not np.allclose(heads_mean, want)
       reader = pipeline.SplitReader(p.source, split)
       batch = pipeline.make_batch(
-          reader.get([i]), layout="consensus", num_annotators=4, num_dims=2,
+          reader.take([i]), layout="consensus", num_annotators=4, num_dims=2,
           max_raters=5, embedding_dim=5)
       np.testing.assert_allclose(batch["labels"][0, 0], want, rtol=1e-6)
 
@@ -366,3 +366,98 @@ def test_prepare_again_reuses_the_datasets_without_reading(tiny_config,
   c = prepare.prepare(tiny_config, str(tmp_path))
   assert calls == [1] and c == a
   assert os.path.exists(os.path.join(c.target, "dataset_info.json"))
+
+
+@pytest.fixture
+def blocky(tmp_path, monkeypatch):
+  """30 clips in records of 4 (7 full records and one of 2), 1-3 ratings
+  per clip."""
+  monkeypatch.setattr(builder, "CLIPS_PER_RECORD", 4)
+  rng = np.random.default_rng(1)
+  clips = np.array([f"c{i:02d}" for i in range(30)])
+  speakers = np.array([f"s{i % 5}" for i in range(30)])
+  rows = [(c, a) for i, c in enumerate(clips)
+          for a in rng.choice(["x", "y", "z"], i % 3 + 1, replace=False)]
+  table = ratings_lib.make_ratings(
+      [r[0] for r in rows], [r[1] for r in rows],
+      [speakers[int(r[0][1:])] for r in rows],
+      rng.uniform(-1, 1, (len(rows), 2)).astype(np.float32),
+      ("activation", "valence"))
+  corpus = corpus_lib.Corpus("blocky", clips, speakers,
+                             rng.normal(size=(30, 3)).astype(np.float32),
+                             table, None)
+  index = ratings_lib.AnnotatorIndex.from_ids(table.annotator)
+  path = builder.build(corpus, {"train": np.arange(30)}, index,
+                       str(tmp_path))
+  return corpus, path
+
+
+def test_records_hold_blocks_and_every_read_path_agrees(blocky):
+  corpus, path = blocky
+  cold = pipeline.SplitReader(path, "train", cache=False)
+  warm = pipeline.SplitReader(path, "train", cache=True)
+  assert (len(cold), cold.block, cold.num_blocks) == (30, 4, 8)
+  assert pipeline.max_raters(path, "train") == 3
+  everything = warm.all()
+  assert sorted(everything.clip_ids) == list(corpus.clips)
+  # Each clip's embedding and ratings are the corpus's, whichever path.
+  rows = np.random.default_rng(0).choice(30, 12, replace=True)
+  for got in (cold.take(rows), warm.take(rows), everything.take(rows)):
+    for i, c in enumerate(got.clip_ids):
+      np.testing.assert_array_equal(
+          got.embeddings[i], corpus.embeddings[list(corpus.clips).index(c)])
+      lo, hi = got.offsets[i], got.offsets[i + 1]
+      want = corpus.ratings.clip == c
+      assert hi - lo == want.sum()
+      np.testing.assert_array_equal(
+          np.sort(got.ratings[lo:hi], axis=0),
+          np.sort(corpus.ratings.values[want], axis=0))
+    np.testing.assert_array_equal(got.clip_ids, everything.clip_ids[rows])
+
+
+def test_windows_cover_each_clip_once_and_cache_changes_nothing(blocky):
+  _, path = blocky
+  meta = pipeline.read_meta(path)
+  kw = dict(layout="sparse", num_annotators=meta.num_annotators,
+            num_dims=2, max_raters=3, embedding_dim=3)
+  readers = {c: pipeline.SplitReader(path, "train", cache=c)
+             for c in (False, True)}
+  for window in (4, 8, 1 << 16):
+    order = pipeline.epoch_order(readers[True], 0, 2, window)
+    flat = np.concatenate(order)
+    np.testing.assert_array_equal(np.sort(flat), np.arange(30))
+    # A window is window // 4 whole records (of 4 clips; record 7 of 2).
+    for i, w in enumerate(order):
+      recs = np.unique(w // 4)
+      assert len(w) == sum(2 if r == 7 else 4 for r in recs)
+      assert len(recs) == min(window // 4, 8) or i == len(order) - 1
+    batches = {c: list(pipeline.train_batches(r, 5, 0, 2, window, **kw))
+               for c, r in readers.items()}
+    assert len(batches[False]) == 6  # 30 // 5
+    for a, b in zip(batches[False], batches[True]):
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+  # One window holding the whole split: a permutation of all 30 clips
+  # (batches mix records), different per epoch.
+  one = pipeline.epoch_order(readers[True], 0, 0)
+  assert len(one) == 1
+  assert len(set(one[0][:4] // 4)) > 1
+  assert not np.array_equal(one[0], pipeline.epoch_order(readers[True], 0,
+                                                         1)[0])
+
+
+def test_uncached_epoch_reads_each_record_once(blocky, monkeypatch):
+  _, path = blocky
+  reader = pipeline.SplitReader(path, "train", cache=False)
+  reads = []
+  source = reader._source  # pylint: disable=protected-access
+  get = source.__getitems__
+  monkeypatch.setattr(source, "__getitems__",
+                      lambda keys: reads.extend(keys) or get(keys))
+  kw = dict(layout="dense", num_annotators=3, num_dims=2, max_raters=3,
+            embedding_dim=3)
+  for window in (4, 12):
+    reads.clear()
+    n = sum(1 for _ in pipeline.train_batches(reader, 4, 0, 0, window, **kw))
+    assert n == 7
+    assert sorted(reads) == list(range(8))

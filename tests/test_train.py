@@ -287,7 +287,7 @@ def test_sparse_and_dense_layouts_take_the_same_step(tiny_config, tmp_path):
   prepared = prepare.prepare(c, str(tmp_path))
   meta = pipeline.read_meta(prepared.source)
   reader = pipeline.SplitReader(prepared.source, "train")
-  examples = reader.get(range(32))
+  examples = reader.take(range(32))
   out = {}
   for layout in ("dense", "sparse"):
     graphdef, tx, state = train._initial_state(c, meta, "individual")  # pylint: disable=protected-access
@@ -312,7 +312,7 @@ def test_training_applies_dropout(tiny_config, tmp_path):
   import functools  # pylint: disable=g-import-not-at-top
   prepared = prepare.prepare(tiny_config, str(tmp_path))
   meta = pipeline.read_meta(prepared.source)
-  examples = pipeline.SplitReader(prepared.source, "train").get(range(32))
+  examples = pipeline.SplitReader(prepared.source, "train").take(range(32))
   batch = pipeline.make_batch(
       examples, layout="dense", num_annotators=meta.num_annotators,
       num_dims=len(meta.dims), embedding_dim=meta.embedding_dim,

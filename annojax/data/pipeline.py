@@ -1,8 +1,16 @@
 """Input pipeline: TFDS data source -> per-host numpy batches -> jax.Arrays.
 
-Every process draws the same global permutation per epoch (seeded by
-(seed, epoch), so a resumed run sees the same order) and reads only its own
-rows of each global batch. Batches come in one of two label layouts:
+A dataset's records are blocks of clips (annojax/data/builder.py), decoded
+into `Clips` (CSR arrays of many clips) and batched with vectorised numpy,
+never clip by clip. Every process draws the same epoch order (seeded by
+(seed, epoch), so a resumed run sees the same order) and builds only its own
+rows of each global batch. The order: the records in random order, taken in
+windows of `window` clips (whole records), each window shuffled clip by
+clip; a window at least the split's size (the default for every corpus up
+to 65,536 training clips) is one uniform permutation of all its clips.
+Without the cache one window of records is decoded at a time, each record
+once per epoch; with it, the whole split once. Either way the order, and so
+training, is the same. Batches come in one of two label layouts:
 
   dense:  labels [B, A, D], label_mask [B, A]       (every head, masked)
   sparse: annotators [B, K], labels [B, K, D], label_mask [B, K]
@@ -28,6 +36,10 @@ LAYOUTS = ("dense", "sparse", "consensus")
 # 2 CPU cores, batch 256 (bench/README.md): dense is faster at 100 heads,
 # even at ~250, and sparse 2.3x faster at 1,000, 10x at 13,000.
 AUTO_DENSE_BELOW = 256
+
+
+# Default shuffle window (clips): config.data.shuffle_window.
+WINDOW = 1 << 16
 
 
 def choose_layout(layout: str, num_annotators: int) -> str:
@@ -62,8 +74,8 @@ def read_meta(path: str) -> Meta:
   types = md.get("annotator_types")
   return Meta(dims=tuple(md["dims"]), annotator_ids=tuple(md["annotator_ids"]),
               annotator_types=None if types is None else np.asarray(types),
-              embedding_dim=b.info.features["embedding"].shape[0],
-              split_sizes={k: v.num_examples for k, v in b.info.splits.items()},
+              embedding_dim=b.info.features["embedding"].shape[-1],
+              split_sizes={k: int(v) for k, v in md["split_clips"].items()},
               feature_mean=_array(md.get("feature_mean")),
               feature_std=_array(md.get("feature_std")),
               dropped=dict(md.get("dropped") or {}))
@@ -73,29 +85,117 @@ def _array(x):
   return None if x is None else np.asarray(x, np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Clips:
+  """Many clips in CSR form: clip i's ratings are rows offsets[i] to
+  offsets[i + 1] of annotators / ratings."""
+  clip_ids: np.ndarray     # [C] str
+  speakers: np.ndarray     # [C] str
+  embeddings: np.ndarray   # [C, F]
+  offsets: np.ndarray      # [C + 1]
+  annotators: np.ndarray   # [P] dense annotator index
+  ratings: np.ndarray      # [P, D]
+  consensus: np.ndarray    # [C, D] mean of ALL the clip's ratings
+
+  def __len__(self) -> int:
+    return len(self.clip_ids)
+
+  @property
+  def counts(self) -> np.ndarray:
+    return np.diff(self.offsets)
+
+  def take(self, rows) -> "Clips":
+    """The clips at `rows` (any order, repeats allowed), vectorised."""
+    rows = np.asarray(rows, np.int64)
+    counts = self.counts[rows]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    pairs = (np.repeat(self.offsets[:-1][rows] - offsets[:-1], counts)
+             + np.arange(offsets[-1]))
+    return Clips(self.clip_ids[rows], self.speakers[rows],
+                 self.embeddings[rows], offsets, self.annotators[pairs],
+                 self.ratings[pairs], self.consensus[rows])
+
+  @staticmethod
+  def concat(parts: list["Clips"]) -> "Clips":
+    starts = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+    return Clips(
+        np.concatenate([p.clip_ids for p in parts]),
+        np.concatenate([p.speakers for p in parts]),
+        np.concatenate([p.embeddings for p in parts]),
+        np.concatenate([[0]] + [p.offsets[1:] + s
+                                for p, s in zip(parts, starts)]),
+        np.concatenate([p.annotators for p in parts]),
+        np.concatenate([p.ratings for p in parts]),
+        np.concatenate([p.consensus for p in parts]))
+
+
+def _decode(record: dict) -> Clips:
+  counts = record["num_ratings"].astype(np.int64)
+  return Clips(
+      clip_ids=np.array([_str(x) for x in record["clip_id"]]),
+      speakers=np.array([_str(x) for x in record["speaker"]]),
+      embeddings=record["embedding"],
+      offsets=np.concatenate([[0], np.cumsum(counts)]),
+      annotators=record["annotators"],
+      ratings=record["ratings"].reshape(-1, record["consensus"].shape[-1]),
+      consensus=record["consensus"])
+
+
 class SplitReader:
-  """Random access to one split; decoded examples optionally cached."""
+  """One split's clips by index, read record by record (blocks of clips).
+
+  cache=True keeps the whole decoded split in memory after its first read;
+  cache=False decodes the records each request needs, every time.
+  """
 
   def __init__(self, path: str, split: str, cache: bool = True):
     b = builder_lib.open_dataset(path)
     if split not in b.info.splits:
       raise KeyError(f"{path}: no split {split!r}; has "
                      f"{sorted(b.info.splits)}")
+    md = b.info.metadata
     self._source = b.as_data_source(split=split)
-    self._cache = {} if cache else None
+    self._n = int(md["split_clips"][split])
+    self.block = int(md["clips_per_record"])
+    self._cache = cache
+    self._all: Clips | None = None
 
   def __len__(self) -> int:
+    return self._n
+
+  @property
+  def num_blocks(self) -> int:
     return len(self._source)
 
-  def get(self, indices) -> list[dict]:
-    indices = [int(i) for i in indices]
-    if self._cache is None:
-      return list(self._source.__getitems__(indices))
-    missing = [i for i in indices if i not in self._cache]
-    if missing:
-      for i, ex in zip(missing, self._source.__getitems__(missing)):
-        self._cache[i] = ex
-    return [self._cache[i] for i in indices]
+  def _read(self, blocks) -> Clips:
+    """The clips of these records (ascending), in record order."""
+    records = self._source.__getitems__([int(b) for b in blocks])
+    return Clips.concat([_decode(r) for r in records])
+
+  def all(self) -> Clips:
+    """Every clip of the split, in index order."""
+    if self._all is not None:
+      return self._all
+    clips = Clips.concat([self._read(range(s, min(s + 256, self.num_blocks)))
+                          for s in range(0, self.num_blocks, 256)])
+    if len(clips) != self._n:
+      raise ValueError(f"split holds {len(clips)} clips, its metadata says "
+                       f"{self._n}")
+    if self._cache:
+      self._all = clips
+    return clips
+
+  def take(self, rows) -> Clips:
+    """The clips at split indices `rows`, in that order."""
+    rows = np.asarray(rows, np.int64)
+    if self._cache or not len(rows):
+      return self.all().take(rows)
+    blocks = np.unique(rows // self.block)
+    # Every record but the last holds `block` clips, and the last sorts
+    # last: a row's place in the read clips follows from its record's rank.
+    local = (np.searchsorted(blocks, rows // self.block) * self.block
+             + rows % self.block)
+    return self._read(blocks).take(local)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,75 +210,67 @@ class ClipTable:
   consensus: np.ndarray    # [C, D] mean of ALL the clip's ratings
 
 
-def load_table(path: str, split: str, chunk: int = 4096) -> ClipTable:
-  reader = SplitReader(path, split, cache=False)
-  exs = []
-  for s in range(0, len(reader), chunk):
-    exs += reader.get(range(s, min(s + chunk, len(reader))))
-  counts = np.array([len(e["annotators"]) for e in exs])
-  dims = exs[0]["ratings"].shape[1] if exs else 0
+def load_table(path: str, split: str) -> ClipTable:
+  c = SplitReader(path, split, cache=False).all()
   return ClipTable(
-      clip_ids=np.array([_str(e["clip_id"]) for e in exs]),
-      speakers=np.array([_str(e["speaker"]) for e in exs]),
-      embeddings=np.stack([e["embedding"] for e in exs]).astype(np.float32),
-      pair_clip=np.repeat(np.arange(len(exs)), counts),
-      pair_annotator=np.concatenate(
-          [e["annotators"] for e in exs]).astype(np.int32),
-      pair_values=np.concatenate(
-          [e["ratings"].reshape(-1, dims) for e in exs]).astype(np.float32),
-      consensus=np.stack([e["consensus"] for e in exs]).astype(np.float32))
+      clip_ids=c.clip_ids, speakers=c.speakers,
+      embeddings=c.embeddings.astype(np.float32),
+      pair_clip=np.repeat(np.arange(len(c)), c.counts),
+      pair_annotator=c.annotators.astype(np.int32),
+      pair_values=c.ratings.astype(np.float32),
+      consensus=c.consensus.astype(np.float32))
 
 
 def _str(x) -> str:
   return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def make_batch(examples: list[dict], layout: str, num_annotators: int,
+def make_batch(clips: Clips, layout: str, num_annotators: int,
                num_dims: int, max_raters: int, embedding_dim: int,
                pad_to: int | None = None) -> dict[str, np.ndarray]:
-  """Stacks decoded examples into one numpy batch of the given layout."""
+  """One numpy batch of the given layout from these clips (vectorised)."""
   if layout not in LAYOUTS:
     raise ValueError(f"unknown label layout {layout!r}; one of {LAYOUTS}")
-  n = len(examples)
+  n = len(clips)
   b = pad_to or n
   emb = np.zeros((b, embedding_dim), np.float32)
+  emb[:n] = clips.embeddings
   valid = np.zeros((b,), np.float32)
+  valid[:n] = 1.0
   width = {"dense": num_annotators, "sparse": max_raters, "consensus": 1}
   k = width[layout]
   labels = np.zeros((b, k, num_dims), np.float32)
   mask = np.zeros((b, k), np.float32)
-  annotators = np.zeros((b, k), np.int32)
-  for i, ex in enumerate(examples):
-    emb[i] = ex["embedding"]
-    valid[i] = 1.0
-    ann, r = ex["annotators"], ex["ratings"].reshape(-1, num_dims)
-    if layout == "consensus":  # all the clip's ratings, not only the heads'
-      labels[i, 0] = ex["consensus"]
-      mask[i, 0] = 1.0
-      continue
-    if not len(ann):
-      continue
-    if layout == "dense":
-      labels[i, ann] = r
-      mask[i, ann] = 1.0
-    elif layout == "sparse":
-      if len(ann) > k:
-        raise ValueError(f"clip {_str(ex['clip_id'])!r} has {len(ann)} "
-                         f"raters > max_raters={k}")
-      labels[i, :len(ann)] = r
-      mask[i, :len(ann)] = 1.0
-      annotators[i, :len(ann)] = ann
   batch = {"embedding": emb, "labels": labels, "label_mask": mask,
            "valid": valid}
-  if layout == "sparse":
-    batch["annotators"] = annotators
+  if layout == "consensus":  # all the clip's ratings, not only the heads'
+    labels[:n, 0] = clips.consensus
+    mask[:n, 0] = 1.0
+    return batch
+  counts = clips.counts
+  row = np.repeat(np.arange(n), counts)
+  ratings = clips.ratings.reshape(-1, num_dims)
+  if layout == "dense":
+    labels[row, clips.annotators] = ratings
+    mask[row, clips.annotators] = 1.0
+    return batch
+  if n and counts.max() > k:
+    i = int(np.argmax(counts))
+    raise ValueError(f"clip {clips.clip_ids[i]!r} has {counts[i]} "
+                     f"raters > max_raters={k}")
+  slot = np.arange(len(row)) - np.repeat(clips.offsets[:-1], counts)
+  annotators = np.zeros((b, k), np.int32)
+  labels[row, slot] = ratings
+  mask[row, slot] = 1.0
+  annotators[row, slot] = clips.annotators
+  batch["annotators"] = annotators
   return batch
 
 
 def max_raters(path: str, split: str) -> int:
-  reader = SplitReader(path, split, cache=False)
-  return max((len(e["annotators"]) for e in
-              reader.get(range(len(reader)))), default=1)
+  """The most ratings any clip of the split has (dataset metadata)."""
+  md = builder_lib.open_dataset(path).info.metadata
+  return max(int(md["max_raters"][split]), 1)
 
 
 def _local_slice(global_batch: int) -> slice:
@@ -190,18 +282,45 @@ def _local_slice(global_batch: int) -> slice:
   return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
 
 
+def epoch_order(reader: SplitReader, seed: int, epoch: int,
+                window: int = WINDOW) -> list[np.ndarray]:
+  """One epoch's clip order as windows: records in a random order, grouped
+  `window` clips (whole records, at least one) at a time, each window's
+  clips shuffled. Seeded by (seed, epoch)."""
+  rng = np.random.default_rng([seed, epoch])
+  per = max(1, window // reader.block)
+  blocks = rng.permutation(reader.num_blocks)
+  out = []
+  for s in range(0, len(blocks), per):
+    rows = np.concatenate([np.arange(b * reader.block,
+                                     min((b + 1) * reader.block, len(reader)))
+                           for b in blocks[s:s + per]])
+    out.append(rng.permutation(rows))
+  return out
+
+
 def train_batches(reader: SplitReader, global_batch: int, seed: int,
-                  epoch: int, **batch_kw) -> Iterator[dict[str, np.ndarray]]:
-  """One epoch of this process's slices of shuffled global batches."""
+                  epoch: int, window: int = WINDOW,
+                  **batch_kw) -> Iterator[dict[str, np.ndarray]]:
+  """One epoch of this process's slices of shuffled global batches.
+
+  Without the cache each window's records are read and decoded once (all
+  processes read every window; each builds only its own rows)."""
   n = len(reader)
-  steps = n // global_batch  # drop the remainder: static shapes, one compile
-  if steps == 0:
+  if n < global_batch:
     raise ValueError(f"split has {n} examples < global batch {global_batch}")
-  perm = np.random.default_rng([seed, epoch]).permutation(n)
   sl = _local_slice(global_batch)
-  for s in range(steps):
-    rows = perm[s * global_batch:(s + 1) * global_batch][sl]
-    yield make_batch(reader.get(rows), **batch_kw)
+  carry = None  # clips of the last window that did not fill a batch
+  for rows in epoch_order(reader, seed, epoch, window):
+    clips = reader.take(rows)
+    if carry is not None:
+      clips = Clips.concat([carry, clips])
+    full = len(clips) // global_batch * global_batch
+    for s in range(0, full, global_batch):
+      local = np.arange(s, s + global_batch)[sl]
+      yield make_batch(clips.take(local), **batch_kw)
+    carry = clips.take(np.arange(full, len(clips)))
+  # The last partial batch is dropped: static shapes, one compile.
 
 
 def eval_batches(reader: SplitReader, global_batch: int, **batch_kw
@@ -214,7 +333,7 @@ def eval_batches(reader: SplitReader, global_batch: int, **batch_kw
   for s in range(steps):
     rows = np.arange(s * global_batch, (s + 1) * global_batch)[sl]
     rows = rows[rows < n]
-    yield rows, make_batch(reader.get(rows), pad_to=local, **batch_kw)
+    yield rows, make_batch(reader.take(rows), pad_to=local, **batch_kw)
 
 
 def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
