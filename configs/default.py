@@ -69,8 +69,8 @@ def get_config():
   # Update of the annotator heads: "dense" (optax over every head each
   # step), "sparse" (only the heads the batch rated: a step's cost does not
   # grow with the number of heads; exact for SGD, lazy for Adam; see
-  # annojax/head_optim.py) or "auto" (sparse where exact: SGD on the sparse
-  # label layout).
+  # annojax/head_optim.py) or "auto" (sparse where exact and faster: SGD on
+  # the sparse label layout, more heads than batch_size x raters per clip).
   config.optim.head_update = "auto"
   # Reduce-on-plateau: lr *= factor after `plateau_patience` epochs without
   # validation improvement; stop after `early_stop_patience`.

@@ -1,6 +1,6 @@
 """Row-sparse head updates: exact SGD, lazy Adam, the slot bookkeeping."""
 
-import functools
+import dataclasses
 import json
 import os
 
@@ -23,7 +23,8 @@ def _config(optimizer="sgd", update="dense"):
       "model": {"hidden": 32, "dropout": 0.2},
       "optim": {"name": optimizer, "learning_rate": 0.05, "momentum": 0.9,
                 "head_update": update},
-      "train": {"seed": 0, "loss": "ccc"}, "data": {"layout": "sparse"}})
+      "train": {"seed": 0, "loss": "ccc", "batch_size": B},
+      "data": {"layout": "sparse"}})
 
 
 def _meta(num_heads=A):
@@ -146,10 +147,13 @@ def test_batch_rows_sums_a_heads_slots_into_its_first():
 
 
 def test_resolve_picks_the_exact_rule_and_refuses_impossible_ones():
-  meta = _meta(1000)
+  meta = dataclasses.replace(_meta(1000), max_raters={"train": 10})
   c = _config("sgd", "auto")
   assert head_optim.resolve(c, meta, "individual") == "sparse"
   assert head_optim.resolve(c, meta, "aggregate") == "dense"
+  c.train.batch_size = 128  # 1,280 rating slots > 1,000 heads: dense
+  assert head_optim.resolve(c, meta, "individual") == "dense"
+  c.train.batch_size = B
   c.optim.name = "adam"  # lazy Adam is not Adam: only when asked for
   assert head_optim.resolve(c, meta, "individual") == "dense"
   c.optim.head_update = "sparse"
