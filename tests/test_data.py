@@ -434,6 +434,10 @@ def test_windows_cover_each_clip_once_and_cache_changes_nothing(blocky):
     batches = {c: list(pipeline.train_batches(r, 5, 0, 2, window, **kw))
                for c, r in readers.items()}
     assert len(batches[False]) == 6  # 30 // 5
+    # Batches are the order's clips, 5 by 5, across window boundaries.
+    emb = readers[True].all().embeddings
+    np.testing.assert_array_equal(
+        np.concatenate([b["embedding"] for b in batches[False]]), emb[flat])
     for a, b in zip(batches[False], batches[True]):
       for k in a:
         np.testing.assert_array_equal(a[k], b[k])

@@ -62,6 +62,8 @@ class Meta:
   feature_std: np.ndarray | None = None
   # {reason: rating rows} dropped or merged on the way from the files.
   dropped: dict = dataclasses.field(default_factory=dict)
+  # {split: the most ratings any of its clips has}.
+  max_raters: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_annotators(self) -> int:
@@ -78,7 +80,8 @@ def read_meta(path: str) -> Meta:
               split_sizes={k: int(v) for k, v in md["split_clips"].items()},
               feature_mean=_array(md.get("feature_mean")),
               feature_std=_array(md.get("feature_std")),
-              dropped=dict(md.get("dropped") or {}))
+              dropped=dict(md.get("dropped") or {}),
+              max_raters={k: int(v) for k, v in md["max_raters"].items()})
 
 
 def _array(x):
@@ -187,15 +190,21 @@ class SplitReader:
 
   def take(self, rows) -> Clips:
     """The clips at split indices `rows`, in that order."""
+    clips, local = self.window(rows)
+    return clips.take(local)
+
+  def window(self, rows) -> tuple[Clips, np.ndarray]:
+    """(clips, where each of `rows` is in them), without copying clips:
+    the cached split itself, or the records holding `rows` as read."""
     rows = np.asarray(rows, np.int64)
     if self._cache or not len(rows):
-      return self.all().take(rows)
+      return self.all(), rows
     blocks = np.unique(rows // self.block)
     # Every record but the last holds `block` clips, and the last sorts
     # last: a row's place in the read clips follows from its record's rank.
     local = (np.searchsorted(blocks, rows // self.block) * self.block
              + rows % self.block)
-    return self._read(blocks).take(local)
+    return self._read(blocks), local
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,8 +278,7 @@ def make_batch(clips: Clips, layout: str, num_annotators: int,
 
 def max_raters(path: str, split: str) -> int:
   """The most ratings any clip of the split has (dataset metadata)."""
-  md = builder_lib.open_dataset(path).info.metadata
-  return max(int(md["max_raters"][split]), 1)
+  return max(read_meta(path).max_raters[split], 1)
 
 
 def _local_slice(global_batch: int) -> slice:
@@ -310,16 +318,23 @@ def train_batches(reader: SplitReader, global_batch: int, seed: int,
   if n < global_batch:
     raise ValueError(f"split has {n} examples < global batch {global_batch}")
   sl = _local_slice(global_batch)
-  carry = None  # clips of the last window that did not fill a batch
+  ours = np.arange(global_batch)[sl]
+  carry = None  # the last window's clips that did not fill a batch
   for rows in epoch_order(reader, seed, epoch, window):
-    clips = reader.take(rows)
-    if carry is not None:
-      clips = Clips.concat([carry, clips])
-    full = len(clips) // global_batch * global_batch
-    for s in range(0, full, global_batch):
-      local = np.arange(s, s + global_batch)[sl]
-      yield make_batch(clips.take(local), **batch_kw)
-    carry = clips.take(np.arange(full, len(clips)))
+    clips, local = reader.window(rows)
+    start = 0
+    if carry is not None:  # a batch across two windows
+      start = min(global_batch - len(carry), len(local))
+      carry = Clips.concat([carry, clips.take(local[:start])])
+      if len(carry) == global_batch:
+        yield make_batch(carry.take(ours), **batch_kw)
+        carry = None
+    end = start + (len(local) - start) // global_batch * global_batch
+    for s in range(start, end, global_batch):
+      yield make_batch(clips.take(local[s:s + global_batch][sl]), **batch_kw)
+    if end < len(local):
+      tail = clips.take(local[end:])
+      carry = tail if carry is None else Clips.concat([carry, tail])
   # The last partial batch is dropped: static shapes, one compile.
 
 
