@@ -2,6 +2,7 @@
 
 python bench/scale.py [--sizes=2000x10000,13000x100000,50000x300000]
                       [--paths=synthetic,csv] [--workdir=/tmp/annojax_scale]
+                      [--optim=adam] [--stages=prepare,epoch,export,enroll]
 
 For each size (pre-training annotators x clips, 6 raters per clip as in
 MSP-Podcast) and input path, every stage is the product's own command in a
@@ -14,7 +15,9 @@ kernel (the process's own VmHWM):
            over a ratings CSV and a 768-d embeddings .npz (the files are
            written by this script first, not timed).
   epoch    --mode=train for one epoch of the individual model (batch 256,
-           Adam, sparse layout), with its validation pass and checkpoints.
+           --optim: Adam (default; the dense head update) or SGD (the
+           reference; row-sparse head updates from more heads than 2,560),
+           sparse layout), with its validation pass and checkpoints.
   export   --mode=export: the model bundle.
   enroll   --mode=enroll from the bundle alone: 1,000 new annotators, ~30
            clips each (a CSV on 1-7 + their clips' embeddings).
@@ -130,7 +133,8 @@ def run_stage(args: list[str], log: str) -> tuple[float, float, str]:
 
 
 def measure(path: str, annotators: int, clips: int, workdir: str,
-            min_ratings: int) -> dict:
+            min_ratings: int, optim: str = "adam",
+            stages: tuple[str, ...] = STAGES) -> dict:
   run_dir = os.path.join(workdir, f"{path}_{annotators}x{clips}")
   shutil.rmtree(run_dir, ignore_errors=True)
   inputs = os.path.join(run_dir, "inputs")
@@ -140,7 +144,7 @@ def measure(path: str, annotators: int, clips: int, workdir: str,
   write_inputs(inputs, cfg, source_files=path == "csv")
   base = ["--config=configs/default.py",
           f"--workdir={run_dir}", f"--config.data.min_ratings={min_ratings}",
-          "--config.train.batch_size=256", "--config.optim.name=adam",
+          "--config.train.batch_size=256", f"--config.optim.name={optim}",
           "--config.train.models=('individual',)", "--config.eval.seeds=1",
           "--config.train.num_epochs=1", "--config.train.progress_bar=False",
           "--config.data.layout=sparse"]
@@ -156,8 +160,11 @@ def measure(path: str, annotators: int, clips: int, workdir: str,
             f"--config.predict.embeddings={inputs}/target.npz",
             "--config.predict.scale=(1.0,7.0)"]
   row = {"path": path, "annotators": annotators, "clips": clips,
-         "dim": cfg.embedding_dim}
+         "dim": cfg.embedding_dim, "optim": optim}
   for stage, mode in zip(STAGES, ("prepare", "train", "export", "enroll")):
+    if stage not in stages:
+      row[stage] = (float("nan"), float("nan"))
+      continue
     extra = enroll if stage == "enroll" else []
     secs, mib, text = run_stage(base + [f"--mode={mode}"] + extra,
                                 os.path.join(run_dir, f"{stage}.log"))
@@ -178,17 +185,24 @@ def main():
   ap.add_argument("--paths", default="synthetic,csv")
   ap.add_argument("--workdir", default="/tmp/annojax_scale")
   ap.add_argument("--min-ratings", type=int, default=10)
+  ap.add_argument("--optim", default="adam", help="adam or sgd")
+  ap.add_argument("--stages", default=",".join(STAGES),
+                  help="stages to run (prepare always runs)")
   a = ap.parse_args()
+  stages = ("prepare",) + tuple(s for s in a.stages.split(",")
+                                if s != "prepare")
   rows = []
   for size in a.sizes.split(","):
     annotators, clips = (int(v) for v in size.lower().split("x"))
     for path in a.paths.split(","):
-      rows.append(measure(path, annotators, clips, a.workdir, a.min_ratings))
+      rows.append(measure(path, annotators, clips, a.workdir, a.min_ratings,
+                          a.optim, stages))
   print("\n| path | annotators | clips | ratings | heads | " +
         " | ".join(f"{s} s | {s} MiB" for s in STAGES) + " |")
   print("|---" * (5 + 2 * len(STAGES)) + "|")
   for r in rows:
-    cells = [f"{r['path']} ({r['dim']}-d)", f"{r['annotators']:,}",
+    cells = [f"{r['path']} ({r['dim']}-d, {r['optim']})",
+             f"{r['annotators']:,}",
              f"{r['clips']:,}", f"{r['ratings']:,}", f"{r['heads']:,}"]
     for s in STAGES:
       cells += [f"{r[s][0]:.1f}", f"{r[s][1]:,.0f}"]
