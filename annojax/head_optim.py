@@ -187,8 +187,7 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
     model = nnx.merge(graphdef, {"trunk": trunk, "heads": {"stack": p_slots}})
     z = model.trunk(batch["embedding"], rng)
     w = jax.tree.map(lambda x: x.reshape((b, k) + x.shape[1:]), p_slots)
-    # Multiply-reduce, not a dot: no transposed copy of the slot weights.
-    pred = (z[:, None] * w["kernel"]).sum(-1) + w["bias"]
+    pred = models.per_slot(z, w["kernel"], w["bias"])
     return loss_fn(pred, batch["labels"], mask)
 
   (loss, per_dim), (g_trunk, g_slots) = jax.value_and_grad(

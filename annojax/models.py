@@ -124,8 +124,9 @@ class AnnotatorHeads(nnx.Module):
 
 def per_slot(z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """z [B, D, H] through each clip's own K heads, kernel [B, K, D, H] and
-  bias [B, K, D] -> [B, K, D]."""
-  return jnp.einsum("bdh,bkdh->bkd", z, kernel) + bias
+  bias [B, K, D] -> [B, K, D]. A multiply-reduce, not a dot: XLA would copy
+  the gathered kernel into the dot's (B, D)-batched layout first."""
+  return (z[:, None] * kernel).sum(-1) + bias
 
 
 class Model(nnx.Module):
