@@ -153,6 +153,13 @@ def test_prepare_fingerprints_config(tiny_config, tmp_path, monkeypatch):
   monkeypatch.setattr(synthetic, "VERSION", synthetic.VERSION + "-next")
   c = prepare.prepare(tiny_config, str(tmp_path))
   assert c.source != b.source
+  # How a dataset is read (layout, cache, shuffle window) is not its content.
+  d = tiny_config.data
+  before = prepare.fingerprint(d)
+  d.layout, d.cache, d.shuffle_window = "sparse", not d.cache, 8
+  assert prepare.fingerprint(d) == before
+  d.min_ratings += 1
+  assert prepare.fingerprint(d) != before
 
 
 def test_prepare_keeps_exactly_the_annotators_with_min_ratings(tiny_config,

@@ -117,13 +117,19 @@ def _hash_path(h, path: str):
         h.update(block)
 
 
+# config.data keys that decide how a dataset is read, not what it holds: a
+# change of them reuses the dataset.
+_HOW_READ = ("layout", "cache", "shuffle_window")
+
+
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   """Hash of everything that decides a dataset's content: the data config,
   the dataset format, the bytes of every input file (an edited ratings or
   embedding file gives a new dataset, never a stale one) and, for the
   embedded corpus, the generator's version (a changed simulator is new
   data even under the same config)."""
-  h = hashlib.sha1(cfg.to_json(sort_keys=True).encode())
+  content = {k: v for k, v in cfg.to_dict().items() if k not in _HOW_READ}
+  h = hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode())
   h.update(builder_lib.VERSION.encode())
   if cfg.corpus == "synthetic":
     h.update(synthetic.VERSION.encode())
