@@ -70,8 +70,7 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed):
   new_state = {"step": state["step"] + 1, "params": params,
                "opt_state": opt_state}
   return new_state, {"loss": loss, "per_dim": per_dim,
-                     "grad_norm": optax.tree.norm(grads),
-                     "param_norm": optax.tree.norm(params)}
+                     "grad_norm": optax.tree.norm(grads)}
 
 
 @functools.partial(jax.jit, static_argnums=0)
