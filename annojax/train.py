@@ -221,14 +221,14 @@ def model_dir(workdir: str, kind: str, replicate: int = 0) -> str:
                       else f"{kind}_seed{replicate}")
 
 
-def _origin(config, kind: str, prepared: prepare_lib.Prepared) -> dict:
+def _origin(config, kind: str, prepared: prepare_lib.Prepared,
+            meta: pipeline.Meta) -> dict:
   """What a model directory's checkpoints were trained on: the source
   dataset (its name carries the data fingerprint), the model's shape and,
   for row-sparse head updates, that (their optimizer state differs)."""
   origin = {"dataset": "/".join(os.path.normpath(prepared.source).split(
                 os.sep)[-2:]),
             "kind": kind, "model": config.model.to_dict()}
-  meta = pipeline.read_meta(prepared.source)
   if head_optim.resolve(config, meta, kind) == "sparse":
     origin["head_update"] = f"sparse {config.optim.name}"
   return origin
@@ -272,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   out_dir = model_dir(workdir, kind, replicate)
   os.makedirs(out_dir, exist_ok=True)
   is_host0 = jax.process_index() == 0
-  origin = _origin(config, kind, prepared)
+  origin = _origin(config, kind, prepared, meta)
   check_origin(out_dir, origin)
   if is_host0:
     with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -440,7 +440,7 @@ def load_best(config, workdir: str, kind: str,
   meta = pipeline.read_meta(prepared.source)
   graphdef, _, state = _initial_state(config, meta, kind, replicate)
   out_dir = model_dir(workdir, kind, replicate)
-  check_origin(out_dir, _origin(config, kind, prepared))
+  check_origin(out_dir, _origin(config, kind, prepared, meta))
   ckpts = checkpointing.Checkpoints(os.path.join(out_dir, "checkpoints"))
   best, _ = ckpts.restore(state, "best")
   ckpts.close()
