@@ -18,18 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))  # the repository root
-from annojax import losses
-from annojax import models
 from annojax import train
 from annojax.data import pipeline
 

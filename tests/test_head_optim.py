@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from annojax import head_optim
-from annojax import losses
 from annojax import train
 from annojax.data import pipeline
 
