@@ -1,4 +1,5 @@
-"""Utterance embeddings from audio (librosa), and importing external ones.
+"""Utterance embeddings from audio (librosa or openSMILE), and importing
+external ones.
 
   python -m annojax.main --config=configs/default.py --workdir=W \
       --mode=features --config.features.audio_dir=/data/IEMOCAP
@@ -6,8 +7,10 @@
 writes W/features.npz (clip_ids [C], embeddings [C, F]), the format every
 corpus reader joins with. A clip's embedding is the mean and standard
 deviation over frames of its log-mel spectrogram and MFCCs (F = 2 * (n_mels +
-n_mfcc)); clip id = ratings.clip_id of the path (file name without media
-extensions), the rule every corpus reader uses.
+n_mfcc)); with extractor="opensmile", openSMILE's 88 eGeMAPS functionals
+(annojax/egemaps.py; the npz then also holds `feature_names`). Clip id =
+ratings.clip_id of the path (file name without media extensions), the rule
+every corpus reader uses.
 
 Extraction runs in `workers` processes, in chunks; each finished chunk is
 written to <out>.parts/ at once, so an interrupted run resumes where it
@@ -17,13 +20,15 @@ decoded is never skipped silently: every failing path and its error go to
 they are logged and left out).
 
 `import_dir` turns a directory of per-clip .npy files (e.g. WavLM outputs,
-[F] or frame-level [T, F], mean-pooled) into the same .npz.
+[F] or frame-level [T, F], mean-pooled) into the same .npz; `opensmile_csv`
+imports openSMILE's CSV output (egemaps.read_csv).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import glob
+import json
 import multiprocessing
 import os
 import sys
@@ -32,7 +37,10 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from annojax import egemaps
 from annojax.corpora import ratings as ratings_lib
+
+EXTRACTORS = ("librosa", "opensmile")
 
 
 class FeatureError(RuntimeError):
@@ -55,12 +63,24 @@ def clip_embedding(path: str, sample_rate: int = 16000, n_mels: int = 64,
   return np.concatenate([frames.mean(1), frames.std(1)]).astype(np.float32)
 
 
+def embed(path: str, extractor: str = "librosa", sample_rate: int = 16000,
+          n_mels: int = 64, n_mfcc: int = 20,
+          opensmile_set: str = "eGeMAPSv01a") -> np.ndarray:
+  """One clip's embedding with the configured extractor."""
+  if extractor == "librosa":
+    return clip_embedding(path, sample_rate, n_mels, n_mfcc)
+  if extractor == "opensmile":
+    return egemaps.clip_functionals(path, opensmile_set, sample_rate)
+  raise ValueError(f"unknown features.extractor {extractor!r}; one of "
+                   f"{EXTRACTORS}")
+
+
 def _chunk(paths, kw):
   """Worker: (ids, embeddings, errors) for one chunk of files."""
   ids, embs, errors = [], [], []
   for p in paths:
     try:
-      embs.append(clip_embedding(p, **kw))
+      embs.append(embed(p, **kw))
       ids.append(_clip_id(p))
     except Exception as e:  # pylint: disable=broad-except  (reported below)
       errors.append((p, f"{type(e).__name__}: {e}".replace("\n", " ")))
@@ -99,6 +119,7 @@ def extract(paths: list[str], out_path: str, *, workers: int = 1,
   """Embeds every audio file in `paths` into out_path (.npz); resumable."""
   parts_dir = out_path + ".parts"
   os.makedirs(parts_dir, exist_ok=True)
+  _check_settings(parts_dir, kw)
   done_ids, _ = _read_parts(parts_dir)
   done = set(done_ids)
   todo = [p for p in paths if _clip_id(p) not in done]
@@ -152,10 +173,39 @@ def extract(paths: list[str], out_path: str, *, workers: int = 1,
   if not rows:
     raise FeatureError(f"no clip could be embedded ({len(errors)} failed, "
                        f"listed in {out_path}.errors.tsv)")
+  names = (egemaps.feature_names(kw.get("opensmile_set", "eGeMAPSv01a"))
+           if kw.get("extractor") == "opensmile" else [])
   np.savez(out_path, clip_ids=np.array([ids[i] for i in rows]),
-           embeddings=np.stack([embs[i] for i in rows]))
+           embeddings=np.stack([embs[i] for i in rows]),
+           **({"feature_names": np.array(names)} if names else {}))
   logging.info("features: %d clips x %d -> %s", len(rows), len(embs[0]),
                out_path)
+  return out_path
+
+
+def _check_settings(parts_dir: str, kw: dict):
+  """A resumed extraction must use the settings of the parts it resumes."""
+  path = os.path.join(parts_dir, "settings.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != kw:
+      raise FeatureError(
+          f"{parts_dir} holds clips extracted with {old}, this run asks for "
+          f"{kw}; delete {parts_dir} (or set another features.out) to start "
+          "over")
+  else:
+    with open(path, "w") as f:
+      json.dump(kw, f)
+
+
+def import_opensmile_csv(paths, out_path: str) -> str:
+  """openSMILE CSV output (one row per clip) -> the embeddings .npz."""
+  ids, emb, names = egemaps.read_csv(paths)
+  np.savez(out_path, clip_ids=ids, embeddings=emb,
+           feature_names=np.array(names))
+  logging.info("features: imported %d clips x %d openSMILE functionals -> "
+               "%s", len(ids), emb.shape[1], out_path)
   return out_path
 
 
@@ -183,16 +233,27 @@ def import_dir(directory: str, out_path: str) -> str:
 
 
 def run(config, workdir: str) -> str:
-  """--mode=features: audio_dir (librosa) or embeddings_dir (import)."""
+  """--mode=features: audio_dir (librosa / openSMILE), embeddings_dir or
+  opensmile_csv (import)."""
   f = config.features
   out = f.out or os.path.join(workdir, "features.npz")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   if f.embeddings_dir:
     return import_dir(f.embeddings_dir, out)
+  if f.opensmile_csv:
+    return import_opensmile_csv(f.opensmile_csv, out)
   if not f.audio_dir:
-    raise ValueError("set --config.features.audio_dir (audio to embed) or "
-                     "--config.features.embeddings_dir (.npy to import)")
+    raise ValueError("set --config.features.audio_dir (audio to embed), "
+                     "--config.features.embeddings_dir (.npy to import) or "
+                     "--config.features.opensmile_csv (CSV to import)")
+  if f.extractor not in EXTRACTORS:
+    raise ValueError(f"unknown features.extractor {f.extractor!r}; one of "
+                     f"{EXTRACTORS}")
+  kw = dict(extractor=f.extractor, sample_rate=f.sample_rate)
+  if f.extractor == "librosa":
+    kw.update(n_mels=f.n_mels, n_mfcc=f.n_mfcc)
+  else:
+    kw.update(opensmile_set=f.opensmile_set)
   return extract(find_audio(f.audio_dir, f.pattern), out, workers=f.workers,
                  chunk=f.chunk, skip_bad=f.skip_bad,
-                 progress=bool(config.train.progress_bar),
-                 sample_rate=f.sample_rate, n_mels=f.n_mels, n_mfcc=f.n_mfcc)
+                 progress=bool(config.train.progress_bar), **kw)

@@ -129,6 +129,13 @@ def get_config():
   config.features.embeddings_dir = ""
   config.features.out = ""
   config.features.sample_rate = 16000
+  # librosa (log-mel + MFCC statistics) or opensmile (the eGeMAPS
+  # functionals of opensmile_set: eGeMAPSv01a or eGeMAPSv02, 88 each).
+  config.features.extractor = "librosa"
+  config.features.opensmile_set = "eGeMAPSv01a"
+  # Or import openSMILE's CSV output (one row per clip; several files
+  # separated by commas) instead of reading audio.
+  config.features.opensmile_csv = ""
   config.features.n_mels = 64
   config.features.n_mfcc = 20
   config.features.workers = 2

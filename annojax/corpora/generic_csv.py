@@ -7,8 +7,9 @@ Ratings CSV: a header, then one row per (clip, annotator) rating.
   ignored; a row with more fields than the header, a value outside the
   scale (reported as written in the file) and a file without rows are
   errors. Errors name the file and the 1-based line.
-Embeddings: .npz with arrays `clip_ids` [C] and `embeddings` [C, F], or a
-  .npy of a dict {clip id: vector}.
+Embeddings: .npz with arrays `clip_ids` [C] and `embeddings` [C, F], a
+  .npy of a dict {clip id: vector}, or openSMILE CSV output (one row per
+  clip; several files separated by commas; annojax/egemaps.py).
 Clip ids (ratings and embeddings alike) follow ratings.clip_id, the rule
 every reader shares: "audio/x.wav" and "x" are the same clip.
 """
@@ -79,7 +80,10 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
 
 
 def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (clip ids [C], embeddings [C, F]) from .npz or .npy."""
+  """Returns (clip ids [C], embeddings [C, F]) from .npz, .npy or .csv."""
+  if path.endswith(".csv"):  # openSMILE output (checked by read_csv)
+    from annojax import egemaps  # pylint: disable=g-import-not-at-top
+    return egemaps.read_csv(path)[:2]
   if not os.path.exists(path):
     raise FileNotFoundError(f"embedding file {path} does not exist")
   if path.endswith(".npz"):
