@@ -23,6 +23,9 @@ spec.options; ../shared/formats/FORMATS.md has the formats' provenance):
                self_reports=False
   crema_d      finishedResponses.csv (categorical, one-hot over 6 emotions);
                options stimulus, raters, actors
+  listening_test  one row per (listener, stimulus), one column per item
+               (NSC's SC_ratings.csv); options columns={dim: item}, scale,
+               speaker, variants, partition (listening_test.py)
 
 Every reader names clips by ratings.clip_id, the rule the embedding import
 and the feature job share, and counts every rating it drops by reason
@@ -40,6 +43,7 @@ from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import crema_d
 from annojax.corpora import generic_csv
 from annojax.corpora import iemocap
+from annojax.corpora import listening_test
 from annojax.corpora import msp_improv
 from annojax.corpora import msp_podcast
 from annojax.corpora import muse
@@ -57,6 +61,8 @@ READERS = {
     "msp_improv": lambda spec: msp_improv.read(spec.path, **_options(spec)),
     "muse": lambda spec: muse.read(spec.path, **_options(spec)),
     "crema_d": lambda spec: crema_d.read(spec.path, **_options(spec)),
+    "listening_test": lambda spec: listening_test.read(spec.path,
+                                                       **_options(spec)),
 }
 CATEGORICAL = ("crema_d",)
 
