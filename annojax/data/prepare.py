@@ -136,7 +136,8 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   elif cfg.corpus == "files":
     for spec in (cfg.files.source, cfg.files.target):
       _hash_path(h, spec.path)
-      _hash_path(h, spec.embeddings)
+      for path in spec.embeddings.split(","):  # openSMILE CSVs: a list
+        _hash_path(h, path)
   return h.hexdigest()
 
 
