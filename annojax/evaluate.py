@@ -23,7 +23,11 @@ Rows (each gives one prediction per test (clip, annotator) pair):
   finetune@k     the most-similar head, fine-tuned on the k clips
   oracle         the best head chosen on the test clips (an upper bound)
 Metrics: CCC_ind and CCC_con (mean prediction vs the consensus of ALL the
-clip's ratings) per dimension, mean +- std over runs. Tests against the
+clip's ratings) per dimension, mean +- std over runs. Pooled evaluation,
+for small targets (a listener with 3-4 test clips per fold gives a CCC that
+is mostly noise): per seed, each annotator's out-of-fold predictions from
+all folds are pooled and CCC_ind is computed once over that set (n = seeds),
+reported beside the per-fold table. Tests against the
 aggregate row pair runs by their (seed, fold) key: a paired t-test and
 Wilcoxon over runs, and a paired t-test over seeds (each seed's mean over
 its folds); the unit and n of each are reported with the table.
@@ -176,6 +180,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   have_types = src_types is not None and tgt_types is not None
 
   cells: dict[str, dict] = {}
+  pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
   excluded, warnings, n_folds = [], [], None
   bar = tqdm.tqdm(total=ev.seeds, desc="evaluate (seeds)",
@@ -203,6 +208,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
 
     folds = speaker_folds(table.speakers, ev.folds, seed, ev.fold_by)
     n_folds = len(folds)
+    oof: dict[str, list] = {}  # row -> [(test rows, predictions)] by fold
     for f, test_speakers in enumerate(folds):
       run = _Run(table, table.speakers, test_speakers, seed, f, ev.min_test)
       excluded.append(run.excluded)
@@ -254,10 +260,20 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       for row, pred in out.items():
         cells.setdefault(row, {})[(seed, f)] = _evaluate_row(
             pred, table, rows, categorical)
+        oof.setdefault(row, []).append((rows, pred))
+    for row, parts in oof.items():  # each test pair is in one fold only
+      pooled.setdefault(row, {})[(seed, 0)] = _evaluate_row(
+          np.concatenate([p for _, p in parts]), table,
+          np.concatenate([r for r, _ in parts]), categorical)
     bar.update(1)
   bar.close()
 
   results = summarize(cells, columns, metric_names)
+  results["pooled"] = summarize(pooled, columns, metric_names)
+  results["pooled"]["tests"] = {"runs": {
+      "unit": "seed: each annotator's out-of-fold predictions pooled over "
+              "the seed's folds", "n": ev.seeds,
+      "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"}}
   shared = dict(prepared.overlap) if prepared.overlap else None
   results["protocol"] = {
       "folds": n_folds, "seeds": ev.seeds, "runs": len(cells["aggregate"]),
@@ -368,6 +384,25 @@ def _overlap_line(shared) -> str:
   return line
 
 
+def _table(rows: dict, names, dims, seed_mark: bool = True) -> list[str]:
+  label = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
+           "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
+  head = "| row | " + " | ".join(f"{label[m]} {d}" for m in names
+                                 for d in dims) + " |"
+  lines = [head, "|" + "---|" * (1 + len(names) * len(dims))]
+  for row in _row_order(rows):
+    cells = []
+    for metric in names:
+      for d in dims:
+        v = rows[row][metric][d]
+        star = "*" if v.get("t_p", 1.0) < 0.05 else ""
+        if seed_mark:
+          star += "+" if v.get("seed_t_p", 1.0) < 0.05 else ""
+        cells.append(f"{v['mean']:.3f} +- {v['std']:.3f}{star}")
+    lines.append(f"| {row} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def to_markdown(results: dict) -> str:
   p = results["protocol"]
   dims, names = p["columns"], p["metrics"]
@@ -385,21 +420,14 @@ def to_markdown(results: dict) -> str:
            "", _overlap_line(p.get("overlap_with_pretraining")), ""]
   for w in p.get("warnings", []):
     lines += [f"**Warning: {w}.**", ""]
-  label = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
-           "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
-  head = "| row | " + " | ".join(f"{label[m]} {d}" for m in names
-                                 for d in dims) + " |"
-  lines += [head, "|" + "---|" * (1 + len(names) * len(dims))]
-  for row in _row_order(results["rows"]):
-    e = results["rows"][row]
-    cells = []
-    for metric in names:
-      for d in dims:
-        v = e[metric][d]
-        star = "*" if v.get("t_p", 1.0) < 0.05 else ""
-        star += "+" if v.get("seed_t_p", 1.0) < 0.05 else ""
-        cells.append(f"{v['mean']:.3f} +- {v['std']:.3f}{star}")
-    lines.append(f"| {row} | " + " | ".join(cells) + " |")
+  lines += _table(results["rows"], names, dims)
+  if "pooled" in results:
+    lines += ["", "Pooled over folds: per seed, each annotator's "
+              "out-of-fold predictions from all folds, then one CCC_ind per "
+              "annotator over that set. Mean +- std over seeds; `*`: paired "
+              f"t-test p < 0.05 vs aggregate over seeds (n = "
+              f"{results['pooled']['tests']['runs']['n']}).", ""]
+    lines += _table(results["pooled"]["rows"], names, dims, seed_mark=False)
   if "type_match" in results:
     lines += ["", "Selected head shares the new annotator's latent type "
               "(synthetic ground truth):", "",

@@ -299,6 +299,38 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
         atol=1e-5, err_msg=row)
 
 
+def test_pooled_table_pools_each_seeds_out_of_fold_predictions(
+    trained_tiny, protocol):
+  """The pooled aggregate row of seed 0, recomputed: one CCC_ind per
+  annotator over the test pairs of ALL of seed 0's folds (each pair in one
+  fold only), which is not the mean of the per-fold values."""
+  config, workdir, prepared = trained_tiny
+  ev = config.eval
+  table = pipeline.load_table(prepared.target, "full")
+  g_ag, p_ag = train.load_best(config, workdir, "aggregate", prepared, 0)
+  k_ag, b_ag = train.head_arrays(p_ag)
+  agg_clip = train.pair_predictions(
+      train.trunk_features(g_ag, p_ag, table.embeddings), k_ag, b_ag,
+      np.arange(len(table.clip_ids)), np.zeros(len(table.clip_ids), int))
+  rows = np.concatenate([
+      evaluate._Run(table, table.speakers, spk, 0, f, ev.min_test).test_rows  # pylint: disable=protected-access
+      for f, spk in enumerate(evaluate.speaker_folds(table.speakers,
+                                                     ev.folds, 0))])
+  assert len(np.unique(rows)) == len(rows)
+  clip, ann = table.pair_clip[rows], table.pair_annotator[rows]
+  want = metrics.ccc_ind(agg_clip[clip], table.pair_values[rows], ann)
+  dims = pipeline.read_meta(prepared.target).dims
+  pooled = protocol["pooled"]["rows"]["aggregate"]["ccc_ind"]
+  assert [pooled[d]["run_keys"] for d in dims] == [
+      [[s, 0] for s in range(ev.seeds)]] * len(dims)
+  np.testing.assert_allclose([pooled[d]["runs"][0] for d in dims], want,
+                             rtol=1e-4, atol=1e-5)
+  per_fold = protocol["rows"]["aggregate"]["ccc_ind"]
+  fold_mean = [np.mean(per_fold[d]["runs"][:ev.folds]) for d in dims]
+  assert np.abs(np.array(fold_mean) - want).max() > 1e-3
+  assert set(protocol["pooled"]["rows"]) == set(protocol["rows"])
+
+
 def test_finetune_l2_holds_the_head_near_the_mapped_one():
   """The L2 pull: with a strong l2 the fine-tuned head stays by the mapped
   head; without it, the head moves much further (same steps and clips)."""
