@@ -15,7 +15,13 @@ W/stats/label_stats.{md,json} and W/stats/scale_use.png:
   others rated too: CCC and Pearson with the leave-one-out consensus (the
   mean of the clip's OTHER raters), mean and median over annotators; each
   annotator's bias (mean of rating minus that consensus) and the s.d. of
-  those biases across annotators, on the corpus scale;
+  those biases across annotators, on the corpus scale; scale use per
+  annotator: the ratio of an annotator's rating s.d. to the s.d. of the
+  consensus on the same clips (median), and the s.d. across annotators of
+  their own rating s.d. (corpus scale);
+- best peer: per annotator, the highest CCC with one other annotator on the
+  clips both rated (peers sharing >= `MIN_COMMON` clips), mean over
+  annotators, and how many such peers an annotator has (median);
 - every rating row the reader dropped or merged, by reason.
 """
 
@@ -33,6 +39,7 @@ from annojax.corpora import readers
 from annojax.corpora import synthetic
 
 MAX_DISTINCT = 15  # up to this many distinct values: count each one
+MIN_COMMON = 10  # clips two annotators must share to count as peers
 
 
 def _summary(x) -> dict:
@@ -84,20 +91,65 @@ def agreement(table: ratings_lib.Ratings, min_ratings: int) -> dict:
       continue
     y, c, a = table.values[ok, d][keep], loo[ok, d][keep], ann[keep]
     ccc, _ = metrics.ccc_per_group(y[:, None], c[:, None], a)
-    pearson = []
-    bias = []
+    pearson, bias, sd, ratio = [], [], [], []
     for who in np.unique(a):
       m = a == who
       sy, sc = y[m].std(), c[m].std()
       pearson.append(np.corrcoef(y[m], c[m])[0, 1] if sy > 0 and sc > 0
                      else 0.0)
       bias.append((y[m] - c[m]).mean() * half_range)
+      sd.append(sy * half_range)
+      if sc > 0:
+        ratio.append(sy / sc)
     out[name] = {
         "annotators": int(len(pearson)),
         "ccc_mean": float(ccc[:, 0].mean()),
         "ccc_median": float(np.median(ccc[:, 0])),
         "pearson_mean": float(np.mean(pearson)),
         "bias_sd": float(np.std(bias)),
+        "sd_ratio_median": float(np.median(ratio)) if ratio else float("nan"),
+        "scale_sd": float(np.std(sd)),
+    }
+  return out
+
+
+def best_peer(table: ratings_lib.Ratings, min_common: int = MIN_COMMON
+              ) -> dict:
+  """Per dimension: each annotator's best CCC with a single other annotator
+  on the clips both rated (peers sharing >= min_common clips); mean and
+  median over the annotators that have a peer, and peers per annotator."""
+  ann_ids, a = np.unique(table.annotator, return_inverse=True)
+  _, c = np.unique(table.clip, return_inverse=True)
+  out = {}
+  for d, name in enumerate(table.dims):
+    v = table.values[:, d]
+    ok = np.isfinite(v)
+    grid = np.full((len(ann_ids), c.max() + 1), np.nan)
+    grid[a[ok], c[ok]] = v[ok]
+    rated = np.isfinite(grid)
+    best, peers = [], []
+    for i in range(len(ann_ids)):
+      cols = np.flatnonzero(rated[i])
+      both = rated[:, cols]  # [A, |cols|] peers' ratings on i's clips
+      n = both.sum(1)
+      n[i] = 0
+      cand = np.flatnonzero(n >= min_common)
+      peers.append(len(cand))
+      if not len(cand):
+        continue
+      y = np.where(both[cand], grid[i, cols][None], np.nan)
+      p = grid[cand][:, cols]
+      my, mp = np.nanmean(y, 1, keepdims=True), np.nanmean(p, 1,
+                                                             keepdims=True)
+      cov = np.nanmean((y - my) * (p - mp), 1)
+      den = (np.nanvar(y, 1) + np.nanvar(p, 1) + (my - mp)[:, 0] ** 2)
+      best.append(np.max(np.where(den > 0, 2 * cov / np.where(den > 0, den,
+                                                                1), 0.0)))
+    out[name] = {
+        "annotators": len(best), "min_common": min_common,
+        "peers_median": float(np.median(peers)),
+        "best_ccc_mean": float(np.mean(best)) if best else float("nan"),
+        "best_ccc_median": float(np.median(best)) if best else float("nan"),
     }
   return out
 
@@ -122,6 +174,7 @@ def describe(table: ratings_lib.Ratings, min_ratings: int = 30) -> dict:
       "sd": {d: float(np.nanstd(raw[:, j])) for j, d in enumerate(table.dims)},
       "agreement_min_ratings": min_ratings,
       "agreement": agreement(table, min_ratings),
+      "best_peer": best_peer(table),
       "dropped": dict(table.dropped),
   }
 
@@ -171,6 +224,17 @@ def markdown(stats: dict) -> str:
                    f"{a['annotators']} | {a['ccc_mean']:.3f} | "
                    f"{a['ccc_median']:.3f} | {a['pearson_mean']:.3f} | "
                    f"{a['bias_sd']:.3f} |")
+    lines += ["", f"Scale use per annotator and the best single peer (peers "
+              f"share >= {MIN_COMMON} clips):", "",
+              "| dim | rating s.d. / consensus s.d. (median) | s.d. of "
+              "annotators' s.d. | best-peer CCC mean | with a peer | peers "
+              "(median) |", "|---|---|---|---|---|---|"]
+    for d, a in s["agreement"].items():
+      b = s["best_peer"][d]
+      lines.append(f"| {d} | {a.get('sd_ratio_median', float('nan')):.2f} | "
+                   f"{a.get('scale_sd', float('nan')):.3f} | "
+                   f"{b['best_ccc_mean']:.3f} | {b['annotators']} | "
+                   f"{b['peers_median']:g} |")
     lines += ["", "Scale use (count of each value given):", ""]
     for d, use in s["scale_use"].items():
       lines.append(f"- {d}: " + ", ".join(f"{k}: {v}" for k, v in use.items()))

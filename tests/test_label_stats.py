@@ -56,6 +56,18 @@ def test_leave_one_out_consensus_bias_and_agreement_of_planted_raters():
   np.testing.assert_allclose(ag["ccc_mean"], (2 * want_a + want_c) / 3,
                              atol=1e-5)
   assert s["dropped"] == {"some reason": 2}
+  # Every rater's s.d. equals the consensus's (all shift x): ratio 1, and
+  # the three rating s.d.s are equal (x's s.d. on the corpus scale).
+  np.testing.assert_allclose(ag["sd_ratio_median"], 1.0, atol=1e-6)
+  np.testing.assert_allclose(ag["scale_sd"], 0.0, atol=1e-5)
+  # Best single peer on the 40 shared clips: a and b are each other's
+  # (CCC 1); c's best is a or b (CCC(x + 1, x) = want_c).
+  peer = s["best_peer"]["activation"]
+  assert peer["annotators"] == 3 and peer["peers_median"] == 2
+  np.testing.assert_allclose(peer["best_ccc_mean"], (2 + want_c) / 3,
+                             atol=1e-5)
+  assert label_stats.best_peer(t, min_common=41)["activation"][
+      "annotators"] == 0
   assert label_stats.describe(t, min_ratings=41)["agreement"][
       "activation"] == {"annotators": 0}
 
