@@ -10,6 +10,12 @@ def get_config():
   config = default.get_config()
   s = config.data.synthetic
   s.num_types = 4
+  # Clean, well-separated perception types (the simulator before its
+  # calibration to real raters): tests check that enrollment finds a
+  # planted same-type annotator, which needs types that differ.
+  s.type_spread, s.type_bias, s.scale_range = 0.8, 0.4, (0.7, 1.5)
+  s.annotator_jitter, s.bias_spread, s.scale_spread = 0.1, 0.1, 0.0
+  s.noise_range = (0.1, 0.3)
   s.source.num_clips = 1600
   s.source.num_speakers = 20
   s.source.num_annotators = 120

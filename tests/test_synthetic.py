@@ -105,3 +105,24 @@ def test_generator_memory_is_linear_in_ratings(tiny_config):
   tracemalloc.stop()
   assert len(src.ratings) == 4000 * cfg.source.raters_per_clip
   assert peak < 150e6, peak
+
+
+def test_default_raters_resemble_real_ones():
+  """Calibrated to real raters (bench/realism.py): agreement with the
+  leave-one-out consensus as on NSC (.30/.22) and WHiSER (.32/.29); bias
+  and scale spread as real; ratings rarely at the scale's ends (real: 2-3%);
+  the best peer among the target's ~37 far below the uncalibrated
+  simulator's .91 (same-type twins)."""
+  from annojax import label_stats  # pylint: disable=g-import-not-at-top
+  src, tgt = synthetic.make_pair(synthetic.default_config())
+  agree = label_stats.agreement(src.ratings, 30)
+  peer = label_stats.best_peer(tgt.ratings)
+  for d in synthetic.DIMS:
+    assert 0.2 <= agree[d]["ccc_mean"] <= 0.4, (d, agree[d])
+    assert 0.3 <= agree[d]["pearson_mean"] <= 0.5, (d, agree[d])
+    assert 0.08 <= agree[d]["bias_sd"] <= 0.25, (d, agree[d])  # [-1, 1]
+    assert 0.06 <= agree[d]["scale_sd"] <= 0.2, (d, agree[d])
+    assert peer[d]["best_ccc_mean"] < 0.75, (d, peer[d])
+  v = src.ratings.values
+  assert (np.abs(v) > 0.99).mean() < 0.08
+  assert 0.3 <= v.std() <= 0.5  # real: .30-.44 on [-1, 1]

@@ -3,8 +3,14 @@
 Clips have a latent emotional state h (L-dim). Their acoustic embedding is a
 noisy linear read-out of h. Annotators belong to a few latent *perception
 types*; a type decides which latent directions drive its activation/valence
-percepts, its bias, its scale and its noise. Each annotator is its type plus a
-small individual jitter, and rates a sparse subset of clips.
+percepts, its bias and its scale. Each annotator is its type plus their own
+idiosyncrasy: their own cue weights (`annotator_jitter` around the type's
+directions), bias (`bias_spread`), scale (`scale_spread`, log-normal) and
+rating noise (drawn from `noise_range` per annotator), and rates a sparse
+subset of clips. The default is calibrated to real raters (bench/realism.py:
+agreement with the leave-one-out consensus, best-peer agreement, bias and
+scale spread of NSC and WHiSER); configs/tiny.py keeps cleaner types for
+tests of the machinery.
 
 `make_pair` returns a large *source* population (for pre-training) and a
 *target* corpus with a domain shift in the embeddings and NEW annotators drawn
@@ -27,7 +33,9 @@ DIMS = ("activation", "valence")
 # Bump whenever the same config generates different data: it enters the
 # dataset fingerprint, so a workdir never reuses an older simulator's data.
 # 2: raters drawn slot by slot (sample_raters) instead of Gumbel top-k.
-VERSION = "2"
+# 3: individual bias, scale and noise (bias_spread, scale_spread, noise per
+#    annotator), calibrated default.
+VERSION = "3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +44,6 @@ class _World:
   directions: np.ndarray    # [T, D, L] per-type perception directions
   bias: np.ndarray          # [T, D]
   scale: np.ndarray         # [T, D]
-  noise: np.ndarray         # [T]
 
 
 def _make_world(cfg, rng) -> _World:
@@ -47,9 +54,8 @@ def _make_world(cfg, rng) -> _World:
   directions = base[None] + cfg.type_spread * rng.normal(size=(t, d, l))
   directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
   bias = rng.uniform(-cfg.type_bias, cfg.type_bias, size=(t, d))
-  scale = rng.uniform(0.7, 1.5, size=(t, d))
-  noise = rng.uniform(*cfg.noise_range, size=t)
-  return _World(mixing, directions, bias, scale, noise)
+  scale = rng.uniform(*cfg.scale_range, size=(t, d))
+  return _World(mixing, directions, bias, scale)
 
 
 def _assign(rng, num_clips, num_annotators, raters_per_clip, spread):
@@ -102,17 +108,21 @@ def _corpus(name, cfg, world, rng, *, num_clips, num_speakers, num_annotators,
   types = rng.integers(cfg.num_types, size=num_annotators)
   dirs = world.directions[types] + cfg.annotator_jitter * rng.normal(
       size=(num_annotators,) + world.directions.shape[1:])
-  bias = world.bias[types] + cfg.annotator_jitter * rng.normal(
+  bias = world.bias[types] + cfg.bias_spread * rng.normal(
       size=(num_annotators, len(DIMS)))
+  scale = world.scale[types] * np.exp(cfg.scale_spread * rng.normal(
+      size=(num_annotators, len(DIMS))))
+  noise = rng.uniform(*cfg.noise_range, size=num_annotators)
 
   raters = _assign(rng, num_clips, num_annotators, raters_per_clip,
                    cfg.activity_spread)
   clip_idx = np.repeat(np.arange(num_clips), raters_per_clip)
   ann_idx = raters.reshape(-1)
   percept = np.einsum("nl,ndl->nd", h[clip_idx], dirs[ann_idx])
-  t = types[ann_idx]
-  values = np.tanh(world.scale[t] * percept + bias[ann_idx])
-  values += world.noise[t][:, None] * rng.normal(size=values.shape)
+  # The noise is perceptual (inside the annotator's scale and squashing),
+  # so ratings stay on the scale without piling up at its ends.
+  percept += noise[ann_idx][:, None] * rng.normal(size=percept.shape)
+  values = np.tanh(scale[ann_idx] * percept + bias[ann_idx])
   values = np.clip(values, -1.0, 1.0)
   if cfg.likert_points:  # ratings come on a discrete scale, as in real corpora
     steps = cfg.likert_points - 1
@@ -157,11 +167,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_types = 6
   c.latent_dim = 8
   c.embedding_dim = 64
-  # How far perception types deviate from the consensus directions.
-  c.type_spread = 0.8
-  c.type_bias = 0.4
-  c.annotator_jitter = 0.1
-  c.noise_range = (0.1, 0.3)
+  # How far perception types deviate from the consensus directions, and
+  # the range of each type's bias per dimension (on [-1, 1]).
+  c.type_spread = 0.2
+  c.type_bias = 0.2
+  # Each type's scale (tanh gain) per dimension, uniform in this range.
+  c.scale_range = (0.15, 0.3)
+  # An annotator's own deviation from their type: cue weights (added to the
+  # type's unit directions), bias (on [-1, 1]), scale (log-normal sigma)
+  # and perceptual noise (s.d. in latent units, added to the percept before
+  # scale and tanh; uniform in the range, per annotator). Calibrated so the
+  # label statistics resemble NSC's and WHiSER's (bench/realism.py).
+  c.annotator_jitter = 0.3
+  c.bias_spread = 0.12
+  c.scale_spread = 0.4
+  c.noise_range = (0.9, 1.3)
   c.embedding_noise = 0.3
   # Log-normal sigma of how much more some annotators rate than others.
   c.activity_spread = 0.3
