@@ -240,6 +240,32 @@ MUTANTS = [
       "local = (0 * self.block",
       "uncached reads take the wrong clips of the records they read",
       ("tests/test_data.py",)),
+    M("pooled_last_fold_only", "annojax/evaluate.py",
+      "np.concatenate([p for _, p in parts]), table,\n"
+      "          np.concatenate([r for r, _ in parts]), categorical)",
+      "parts[-1][1], table, parts[-1][0], categorical)",
+      "the pooled table scores only the last fold's predictions",
+      ("tests/test_evaluate.py",)),
+    M("partition_keeps_crossing", "annojax/corpora/listening_test.py",
+      "if keep_l is not None and ((who in keep_l) != want\n"
+      "                               or (spk in keep_s) != want):",
+      "if keep_l is not None and ((who in keep_l) != want\n"
+      "                               and (spk in keep_s) != want):",
+      "the listening-test partition keeps ratings whose listener OR speaker "
+      "is in the part (shared listeners / speakers)",
+      ("tests/test_listening_test.py",)),
+    M("variants_not_unified", "annojax/corpora/listening_test.py",
+      "      return clip[:-len(suffix)] + variants[0]", "      return clip",
+      "a stimulus's `_d5` name is not joined with its `_stimulus` features",
+      ("tests/test_listening_test.py",)),
+    M("best_peer_is_self", "annojax/label_stats.py",
+      "      n[i] = 0\n", "",
+      "an annotator counts as their own best peer",
+      ("tests/test_label_stats.py",)),
+    M("opensmile_csv_keeps_frametime", "annojax/egemaps.py",
+      '_SKIP = ("frametime", "start", "end")', '_SKIP = ("start", "end")',
+      "SMILExtract's frameTime column imported as a feature",
+      ("tests/test_listening_test.py",)),
 ]
 
 

@@ -1,0 +1,104 @@
+"""Combines protocol results of several NSC partitions into one table.
+
+  python bench/nsc_table.py RESULTS.json [...] [--raw=RESULTS.json]
+      [--out=bench/results/nsc.md]
+
+Each results.json is one listener x speaker partition (configs/nsc.py,
+data.partition_seed) with its evaluation seeds. Replicates = (partition,
+seed) pairs: the per-fold columns average every (partition, seed, fold) run,
+the pooled columns every replicate's pooled CCC_ind (each annotator's
+out-of-fold predictions over the seed's folds). Marks: `*` paired t-test
+p < 0.05 vs the aggregate over the pooled replicates; `^` the row is above
+the aggregate, `v` below (only with `*`).
+"""
+
+import argparse
+import json
+
+import numpy as np
+from scipy import stats
+
+DIMS = ("activation", "valence")
+
+
+def _runs(results, table, row, dim):
+  src = results if table == "rows" else results["pooled"]
+  return np.array(src["rows"][row]["ccc_ind"][dim]["runs"], np.float64)
+
+
+def combine(paths):
+  res = [json.load(open(p)) for p in paths]
+  rows = list(res[0]["rows"])
+  out = {}
+  for row in rows:
+    out[row] = {}
+    for d in DIMS:
+      fold = np.concatenate([_runs(r, "rows", row, d) for r in res])
+      pooled = np.concatenate([_runs(r, "pooled", row, d) for r in res])
+      base = np.concatenate([_runs(r, "pooled", "aggregate", d)
+                             for r in res])
+      p = (float(stats.ttest_rel(pooled, base).pvalue)
+           if row != "aggregate" and np.any(pooled != base) else 1.0)
+      out[row][d] = dict(fold=(np.nanmean(fold), np.nanstd(fold)),
+                         pooled=(np.nanmean(pooled), np.nanstd(pooled)),
+                         p=p, above=np.nanmean(pooled) > np.nanmean(base))
+  return res, out
+
+
+def markdown(res, table, raw=None):
+  from annojax import evaluate  # pylint: disable=g-import-not-at-top
+  n_rep = sum(r["protocol"]["seeds"] for r in res)
+  n_runs = sum(r["protocol"]["runs"] for r in res)
+  lines = [f"NSC, {len(res)} listener x speaker partitions x "
+           f"{res[0]['protocol']['seeds']} seeds = {n_rep} replicates "
+           f"({n_runs} per-fold runs); pre-trained heads per partition: "
+           + ", ".join(str(r["protocol"]["pretrained_heads"]) for r in res)
+           + "; new listeners: " + ", ".join(
+               str(r["protocol"]["target_annotators"]) for r in res) + ".",
+           "CCC_ind, mean +- s.d.: per fold over runs; pooled over "
+           "replicates. `*` p < 0.05 (paired t-test over the pooled "
+           "replicates vs aggregate), `^`/`v` above/below it.", ""]
+  head = "| row | per fold act. | per fold val. | pooled act. | pooled val. |"
+  if raw:
+    head += " raw features, pooled act. | val. |"
+  lines += [head, "|" + "---|" * (5 + (2 if raw else 0))]
+  for row in evaluate._row_order(table):  # pylint: disable=protected-access
+    cells = []
+    for kind in ("fold", "pooled"):
+      for d in DIMS:
+        c = table[row][d]
+        m, s = c[kind]
+        mark = ""
+        if kind == "pooled" and c["p"] < 0.05:
+          mark = "*" + ("^" if c["above"] else "v")
+        cells.append(f"{m:.3f} +- {s:.3f}{mark}")
+    if raw:
+      for d in DIMS:
+        v = _runs(raw, "pooled", row, d)
+        cells.append(f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
+    lines.append(f"| {row} | " + " | ".join(cells) + " |")
+  warnings = [w for r in res for w in r["protocol"]["warnings"]]
+  lines += [""] + [f"Warning: {w}." for w in warnings]
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("results", nargs="+")
+  p.add_argument("--raw", default="")
+  p.add_argument("--out", default="")
+  args = p.parse_args()
+  res, table = combine(args.results)
+  raw = json.load(open(args.raw)) if args.raw else None
+  text = markdown(res, table, raw)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text)
+
+
+if __name__ == "__main__":
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+  main()
