@@ -54,6 +54,14 @@ import enroll_bench  # pylint: disable=g-import-not-at-top
 import train_bench  # pylint: disable=g-import-not-at-top
 
 EPS = 1e-8
+# The reference runs where PyTorch finds a GPU (a lent device), else on the
+# CPU; annojax runs on jax's default device.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync():
+  if DEVICE.type == "cuda":
+    torch.cuda.synchronize()
 
 
 class Reference(torch.nn.Module):
@@ -136,11 +144,11 @@ def check_same_loss(graphdef, params, ref, batch) -> tuple[float, float]:
   ours = float(losses.ccc_loss(pred, batch["labels"],
                                batch["label_mask"])[0])
   ref.eval()
+  t = {k: torch.from_numpy(batch[k]).to(DEVICE)
+       for k in ("embedding", "labels", "label_mask")}
   with torch.no_grad():
-    theirs = float(masked_ccc_loss(
-        ref(torch.from_numpy(batch["embedding"])),
-        torch.from_numpy(batch["labels"]),
-        torch.from_numpy(batch["label_mask"])))
+    theirs = float(masked_ccc_loss(ref(t["embedding"]), t["labels"],
+                                   t["label_mask"]))
   ref.train()
   return ours, theirs
 
@@ -153,13 +161,15 @@ def bench_training(heads, batch_sizes, features, raters, rounds, steps,
       batches = train_bench.make_batches(4, b, a, 2, features, raters)
       graphdef, state, step, layout, update = annojax_step(
           a, b, raters, features)
-      ref = Reference(features, 2, a, 256, 0.2)
+      ref = Reference(features, 2, a, 256, 0.2).to(DEVICE)
       copy_weights(ref, state["params"])
       ours, theirs = check_same_loss(graphdef, state["params"], ref,
                                      batches[0]["dense"])
-      np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-      dense = [{k: torch.from_numpy(v) for k, v in bb["dense"].items()}
-               for bb in batches]
+      # On a GPU jax's default f32 matmuls use TF32 (~1e-5 relative).
+      np.testing.assert_allclose(ours, theirs, rtol=1e-5 if DEVICE.type ==
+                                 "cpu" else 1e-4)
+      dense = [{k: torch.from_numpy(v).to(DEVICE)
+                for k, v in bb["dense"].items()} for bb in batches]
 
       def make_torch(model):
         opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
@@ -186,6 +196,7 @@ def bench_training(heads, batch_sizes, features, raters, rounds, steps,
           jax.block_until_ready(st)
         else:
           fn(dense[0])
+          _sync()
         first[name] = time.perf_counter() - t0
       times = {name: [] for name in runs}
       for _ in range(rounds):
@@ -198,6 +209,8 @@ def bench_training(heads, batch_sizes, features, raters, rounds, steps,
               fn(dense[1 + i % 3])
           if name == "annojax":
             jax.block_until_ready(st)
+          else:
+            _sync()
           times[name].append(time.perf_counter() - t0)
       eps = {n: steps * b / float(np.median(t)) for n, t in times.items()}
       rows.append((b, a, layout, update, ours, theirs, eps, first))
@@ -214,7 +227,7 @@ def torch_loop_scores(z, y, mask, kernel, bias):
   my = (m * y).sum(1) / cnt
   dy = m * (y - my[:, None])
   vy = (dy * dy).sum(1) / cnt
-  out = torch.empty(n, len(kernel))
+  out = torch.empty(n, len(kernel), device=z.device)
   for a in range(len(kernel)):
     p = torch.einsum("nkdh,dh->nkd", z, kernel[a]) + bias[a]
     mp = (m * p).sum(1) / cnt
@@ -254,11 +267,14 @@ def bench_enroll(n, heads, k, repeats):
     z, y, mask, kernel, bias = (np.asarray(x, np.float32) for x in
                                 enroll_bench.make_inputs(n, a, k, 2, 256))
     jargs = [jax.device_put(x) for x in (z, y, mask, kernel, bias)]
-    targs = [torch.from_numpy(x) for x in (z, y, mask, kernel, bias)]
+    targs = [torch.from_numpy(x).to(DEVICE)
+             for x in (z, y, mask, kernel, bias)]
+    # .cpu().numpy() waits for the GPU: each call is timed to its result.
     fns = {"annojax batched": lambda: np.asarray(enroll.score_heads(*jargs)),
            "torch per-candidate loop": lambda: torch_loop_scores(
-               *targs).numpy(),
-           "torch batched": lambda: torch_batched_scores(*targs).numpy()}
+               *targs).cpu().numpy(),
+           "torch batched": lambda: torch_batched_scores(
+               *targs).cpu().numpy()}
     first, best, scores = {}, {}, {}
     for name, fn in fns.items():
       t0 = time.perf_counter()
@@ -297,8 +313,10 @@ def main():
   args = p.parse_args()
   torch.manual_seed(0)
   dev = jax.devices()[0]
+  where = (torch.cuda.get_device_name() if DEVICE.type == "cuda" else
+           f"cpu, {torch.get_num_threads()} threads")
   print(f"jax {jax.__version__} on {dev.platform}:{dev.device_kind}; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads")
+        f"{torch.__version__} on {where}")
   rows = bench_training([int(x) for x in args.heads.split(",")],
                         [int(x) for x in args.batch.split(",")],
                         args.features, args.raters, args.rounds, args.steps,
