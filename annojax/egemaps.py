@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 
 FEATURE_SETS = ("eGeMAPSv01a", "eGeMAPSv02")
@@ -118,19 +119,7 @@ def read_csv(paths) -> tuple[np.ndarray, np.ndarray, list[str]]:
         ids.append(row[name_col].strip().strip("'\""))
   if not rows:
     raise ratings_lib.RatingsError(f"{', '.join(paths)}: no clip rows")
-  ids = ratings_lib.clip_ids(ids)
-  uniq, counts = np.unique(ids, return_counts=True)
-  if (counts > 1).any():
-    raise ratings_lib.RatingsError(
-        f"{', '.join(paths)}: several rows share the clip id(s) "
-        f"{uniq[counts > 1][:5].tolist()} (openSMILE's -instname, or the "
-        "file names, must differ per clip)")
-  emb = np.asarray(rows, np.float32)
-  bad = ~np.isfinite(emb).all(1)
-  if bad.any():
-    raise ratings_lib.RatingsError(
-        f"{', '.join(paths)}: clip {str(ids[bad][0])!r} has a non-finite "
-        f"feature ({int(bad.sum())} clips)")
+  ids, emb = generic_csv.checked(ids, rows, ", ".join(paths))
   return ids, emb, names
 
 

@@ -97,22 +97,29 @@ def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
     table = np.load(path, allow_pickle=True).item()
     ids = np.array(list(table), dtype=str)
     emb = np.stack([np.asarray(table[k]) for k in table])
+  return checked(ids, emb, path)
+
+
+def checked(ids, emb, where: str) -> tuple[np.ndarray, np.ndarray]:
+  """(clip ids by the readers' rule, float32 [C, F] embeddings), or an error
+  naming `where` for repeated clip ids, a shape mismatch or a non-finite
+  value. Every embedding source (npz, npy, openSMILE CSV) goes through it."""
   ids = ratings_lib.clip_ids(ids)  # the readers' clip-id rule
   uniq, counts = np.unique(ids, return_counts=True)
   if (counts > 1).any():
     raise ratings_lib.RatingsError(
-        f"{path}: several embeddings share the clip id(s) "
+        f"{where}: several embeddings share the clip id(s) "
         f"{uniq[counts > 1][:5].tolist()} (clip id = file name without "
         "directories and media extensions)")
   emb = np.asarray(emb, np.float32)
   if emb.ndim != 2 or len(emb) != len(ids):
     raise ratings_lib.RatingsError(
-        f"{path}: embeddings shape {emb.shape} does not match "
+        f"{where}: embeddings shape {emb.shape} does not match "
         f"{len(ids)} clip ids")
   bad = ~np.isfinite(emb).all(1)
   if bad.any():
     raise ratings_lib.RatingsError(
-        f"{path}: clip {str(ids[bad][0])!r} has a non-finite embedding "
+        f"{where}: clip {str(ids[bad][0])!r} has a non-finite embedding "
         f"({bad.sum()} clips)")
   return ids, emb
 
