@@ -269,9 +269,26 @@ def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
     kernel, bias: all pre-trained heads.
     names: annotator ids for error messages.
   """
+  scores, _, ratings, mask = enrollment_scores(
+      z_clips, clip_lists, ratings_lists, kernel, bias, score=score,
+      head_chunk=head_chunk, names=names)
+  return mapping(scores, ratings, mask, top_k, weighted)
+
+
+def enrollment_scores(z_clips, clip_lists, ratings_lists, kernel, bias, *,
+                      score="ccc", head_chunk=1024, names=None):
+  """(scores [N, A], clip idx [N, K], ratings [N, K, D], mask [N, K]): every
+  head scored on each new annotator's enrollment clips (one batched call),
+  with the packed sets, for enrollment rules beyond the top-k (posterior.py).
+  """
   clips, ratings, mask = pack(clip_lists, ratings_lists, names)
   scores = score_heads(z_clips[clips], ratings, mask, kernel, bias, score,
                        head_chunk)
+  return scores, clips, ratings, mask
+
+
+def mapping(scores, ratings, mask, top_k=1, weighted=False) -> Mapping:
+  """The top-k Mapping of [N, A] scores, constant dimensions flagged."""
   return dataclasses.replace(select(scores, top_k, weighted),
                              constant=constant_dims(ratings, mask))
 

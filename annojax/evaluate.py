@@ -21,6 +21,13 @@ Rows (each gives one prediction per test (clip, annotator) pair):
   calibrated@k   the aggregate with the annotator's mean and s.d. on the k
                  clips (CCC-consistent calibration, shrunk toward identity)
   finetune@k     the most-similar head, fine-tuned on the k clips
+  mixture@k      the posterior-weighted mean of all heads (softmax of the
+                 enrollment scores / a temperature; posterior.py)
+  eb@k           the empirical-Bayes head: MAP under a Gaussian prior fitted
+                 to all heads (mean + low-rank covariance), given the k
+                 clips (the population head with none, ~ an own fit with
+                 many). Temperature and noise come per seed from SOURCE
+                 held-out annotators (posterior.tune), not from the target
   oracle         the best head chosen on the test clips (an upper bound)
 Metrics: CCC_ind and CCC_con (mean prediction vs the consensus of ALL the
 clip's ratings) per dimension, mean +- std over runs. Pooled evaluation,
@@ -35,6 +42,7 @@ its folds); the unit and n of each are reported with the table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -50,6 +58,7 @@ from annojax import enroll
 from annojax import losses
 from annojax import metrics
 from annojax import plots
+from annojax import posterior
 from annojax import train
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
@@ -180,6 +189,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   have_types = src_types is not None and tgt_types is not None
 
   cells: dict[str, dict] = {}
+  tuned_by_seed = []  # mixture temperature / EB noise per seed
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
   excluded, warnings, n_folds = [], [], None
@@ -201,6 +211,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           f"degenerate (s.d. {np.round(agg_clip.std(0), 4).tolist()}: "
           "constant or far outside the rating scale)")
     mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
+    if not categorical:
+      prior, tuned = _tune_posterior(config, prepared, g_ia, p_ia, kernel,
+                                     bias, seed)
+      tuned_by_seed.append(dataclasses.asdict(tuned))
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
@@ -231,10 +245,11 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
         chosen = _sample_enrollment(run.rng, run.pool_by_ann, k)
         clips = [table.pair_clip[c] for c in chosen]
         ys = [table.pair_values[c] for c in chosen]
-        mapping = enroll.enroll(
-            z, clips, ys, kernel, bias, score=ev.score, top_k=ev.top_k,
-            weighted=ev.weighted, head_chunk=ev.head_chunk,
+        scores, cidx, y_e, m_e = enroll.enrollment_scores(
+            z, clips, ys, kernel, bias, score=ev.score,
+            head_chunk=ev.head_chunk,
             names=[tgt_meta.annotator_ids[a] for a in run.annotators])
+        mapping = enroll.mapping(scores, y_e, m_e, ev.top_k, ev.weighted)
         k_n, b_n = mapping.head_params(kernel, bias)
         out[f"most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
         if have_types:
@@ -245,7 +260,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
               (float(np.mean(sel == truth)), float(chance)))
         if categorical:
           continue
-        cidx, y_e, m_e = enroll.pack(clips, ys)
+        out[f"mixture@{name}"] = head_pred(rows, pos, *posterior.mixture_heads(
+            scores, m_e.sum(1), kernel, bias, tuned.temperature))
+        out[f"eb@{name}"] = head_pred(rows, pos, *posterior.eb_heads(
+            z[cidx], y_e, m_e, prior, tuned.noise))
         agg_test = agg_clip[table.pair_clip[rows]]
         a, c = baselines.linear_fit(agg_clip[cidx], y_e, m_e,
                                     ev.linear_ridge)
@@ -285,6 +303,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       "excluded_annotator_runs (< min_test test ratings)": int(
           np.sum(excluded)),
       "overlap_with_pretraining": shared,
+      "posterior_tuning (source held-out annotators)": tuned_by_seed,
       "warnings": warnings}
   if have_types:
     results["type_match"] = {
@@ -303,6 +322,31 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
                           os.path.join(out_dir, "ccc_ind_vs_k.png"))
   logging.info("evaluation written to %s", out_dir)
   return results
+
+
+def _tune_posterior(config, prepared, graphdef, params, kernel, bias, seed):
+  """The EB prior of this seed's heads, and the mixture temperature / EB
+  noise chosen on the source validation annotators (never the target)."""
+  ev = config.eval
+  prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
+  # The source's held-out material: validation and test clips (no model
+  # trained on them), one table.
+  parts = [pipeline.load_table(prepared.source, s)
+           for s in ("validation", "test")]
+  parts = [t for t in parts if len(t.pair_clip)]
+  offsets = np.cumsum([0] + [len(t.clip_ids) for t in parts])
+  z = np.concatenate([train.trunk_features(graphdef, params, t.embeddings)
+                      for t in parts])
+  tuned = posterior.tune(
+      z, np.concatenate([t.pair_clip + o for t, o in zip(parts, offsets)]),
+      np.concatenate([t.pair_annotator for t in parts]),
+      np.concatenate([t.pair_values for t in parts]), kernel, bias,
+      ev.mixture_temperatures, ev.eb_noise, seed=seed, score=ev.score,
+      head_chunk=ev.head_chunk)
+  logging.info("seed %d: mixture temperature %g, EB noise %g (from %d "
+               "source held-out annotators)", seed, tuned.temperature,
+               tuned.noise, tuned.annotators)
+  return prior, tuned
 
 
 def summarize(cells: dict[str, dict], dims,
@@ -356,8 +400,8 @@ def summarize(cells: dict[str, dict], dims,
                 "tests": "paired t-test (+), vs aggregate"}}}
 
 
-_ROW_KINDS = {"most_similar": 0, "linear_fit": 1, "calibrated": 2,
-              "finetune": 3}
+_ROW_KINDS = {"most_similar": 0, "mixture": 1, "eb": 2, "linear_fit": 3,
+              "calibrated": 4, "finetune": 5}
 
 
 def _row_order(names):

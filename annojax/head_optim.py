@@ -53,6 +53,14 @@ def resolve(config, meta, kind: str) -> str:
                      f"{MODES}")
   if kind != "individual" or mode == "dense":
     return "dense"
+  shrink = float(config.model.get("head_shrinkage", 0.0) or 0.0)
+  if shrink and mode == "auto":
+    return "dense"  # the pull toward the mean head reads every head
+  if shrink:
+    raise ValueError(
+        "config.model.head_shrinkage > 0 needs the dense head update (the "
+        "pull toward the mean head reads every head each step); set "
+        "config.optim.head_update='dense' or 'auto'")
   layout = pipeline.choose_layout(config.data.layout, meta.num_annotators)
   if mode == "auto":
     # Row-sparse SGD is exact; it is also faster once the heads outnumber a

@@ -53,15 +53,38 @@ def make_mesh():
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def train_step(state, batch, *, graphdef, tx, loss_fn, seed):
-  """One SGD step on a global batch; returns (state, measurements)."""
+def head_pull(heads: dict, batch: dict, mask) -> jax.Array:
+  """Mean squared distance of the batch's rated heads from the mean head
+  (stop-gradient: the population head is the target, not a parameter), over
+  the rated (clip, head) slots. heads = {kernel [A, D, H], bias [A, D]}."""
+  center = jax.tree.map(lambda x: jax.lax.stop_gradient(x.mean(0)), heads)
+  dev = ((heads["kernel"] - center["kernel"]) ** 2).sum((1, 2)) + (
+      (heads["bias"] - center["bias"]) ** 2).sum(1)             # [A]
+  if "annotators" in batch:  # sparse layout: each clip's K rating slots
+    per_slot = dev[batch["annotators"]]
+  else:  # dense layout: [B, A] mask over every head
+    per_slot = dev[None, :]
+  return (mask * per_slot).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
+               head_shrinkage=0.0):
+  """One SGD step on a global batch; returns (state, measurements).
+
+  head_shrinkage > 0 adds head_shrinkage x head_pull to the loss: each
+  rated head is pulled toward the mean of all heads, so heads fit to few
+  ratings share the population's strength (config.model.head_shrinkage)."""
   rng = jax.random.fold_in(jax.random.key(seed), state["step"])
   mask = batch["label_mask"] * batch["valid"][:, None]
 
   def objective(params):
     model = nnx.merge(graphdef, params)
     pred = model(batch["embedding"], batch.get("annotators"), rng=rng)
-    return loss_fn(pred, batch["labels"], mask)
+    loss, per_dim = loss_fn(pred, batch["labels"], mask)
+    if head_shrinkage:
+      loss = loss + head_shrinkage * head_pull(params["heads"]["stack"],
+                                               batch, mask)
+    return loss, per_dim
 
   (loss, per_dim), grads = jax.value_and_grad(objective, has_aux=True)(
       state["params"])
@@ -158,7 +181,9 @@ def step_function(config, meta, kind: str, graphdef, tx, seed: int):
   kw = dict(graphdef=graphdef, tx=tx, loss_fn=losses.get(config.train.loss),
             seed=seed)
   if head_optim.resolve(config, meta, kind) == "dense":
-    return functools.partial(train_step, **kw)
+    shrink = float(config.model.get("head_shrinkage", 0.0) or 0.0)
+    return functools.partial(train_step, **kw, head_shrinkage=(
+        shrink if kind == "individual" else 0.0))
   return functools.partial(head_optim.train_step, **kw,
                            **_head_rule(config))
 

@@ -25,6 +25,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))  # the repository root
+
 
 def _rss_mib() -> float:
   with open("/proc/self/statm") as f:
@@ -116,6 +119,49 @@ def child(method, n, a, k, d, h, repeats, loop_heads):
           "device_peak_mib": device_peak}
 
 
+def beyond_top1(n, a, k, d, h, repeats):
+  """Seconds of the top-1 search (score every head, pick the best, gather
+  its weights) against the posterior mixture (score every head, softmax-
+  weighted mean of all heads) and the empirical-Bayes head (MAP under the
+  heads' Gaussian prior; the prior is fitted once per model, timed apart),
+  for all N annotators at once, interleaved in one process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from annojax import enroll  # pylint: disable=g-import-not-at-top
+  from annojax import posterior  # pylint: disable=g-import-not-at-top
+  z, y, mask, kernel, bias = make_inputs(n, a, k, d, h)
+  counts = mask.sum(1)
+  t0 = time.perf_counter()
+  prior = posterior.fit_prior(kernel, bias, rank=16)
+  prior_s = time.perf_counter() - t0
+  jz, jy, jm, jk, jb = (jax.device_put(x) for x in (z, y, mask, kernel,
+                                                     bias))
+
+  def top1():
+    return enroll.select(enroll.score_heads(jz, jy, jm, jk, jb)).head_params(
+        kernel, bias)
+
+  def mixture():
+    return posterior.mixture_heads(enroll.score_heads(jz, jy, jm, jk, jb),
+                                   counts, jk, jb, 1.0)
+
+  def eb():
+    return posterior.eb_heads(z, y, mask, prior, 0.1)
+  runs = {"top-1 search": top1, "posterior mixture": mixture,
+          "empirical-Bayes head": eb}
+  first, best = {}, {}
+  for name, fn in runs.items():
+    t0 = time.perf_counter()
+    fn()
+    first[name] = time.perf_counter() - t0
+    best[name] = float("inf")
+  for _ in range(repeats):
+    for name, fn in runs.items():
+      t0 = time.perf_counter()
+      fn()
+      best[name] = min(best[name], time.perf_counter() - t0)
+  return best, first, prior_s
+
+
 def run_child(method, n, a, args):
   cmd = [sys.executable, __file__, "--child", method, "--n", str(n),
          "--a", str(a), "--k", str(args.k), "--d", str(args.d),
@@ -141,6 +187,9 @@ def main():
   p.add_argument("--loop-heads", type=int, default=2000,
                  help="time the loop on this many heads when N * A is large "
                  "and scale linearly (0 = always the full loop)")
+  p.add_argument("--beyond", default="1000x20000",
+                 help="NxA for the top-1 vs mixture vs EB table ('' = skip)")
+  p.add_argument("--only-beyond", action="store_true")
   p.add_argument("--child")
   p.add_argument("--n", type=int)
   p.add_argument("--a", type=int)
@@ -149,6 +198,9 @@ def main():
     print(json.dumps(child(args.child, args.n, args.a, args.k, args.d, args.h,
                            args.repeats,
                            args.loop_heads if args.n * args.a > 5e6 else 0)))
+    return
+  if args.only_beyond:
+    _print_beyond(args)
     return
   rows = []
   print(f"K={args.k} enrollment clips (variable, padded), D={args.d}, "
@@ -177,6 +229,23 @@ def main():
   for b, _ in rows:
     print(f"  N={b['n']:5d} A={b['a']:6d}: "
           f"{b['seconds'] / (b['n'] * b['a']) * 1e6:.3f}")
+  _print_beyond(args)
+
+
+def _print_beyond(args):
+  if not args.beyond:
+    return
+  n, a = (int(x) for x in args.beyond.split("x"))
+  best, first, prior_s = beyond_top1(n, a, args.k, args.d, args.h,
+                                     args.repeats)
+  print(f"\nBeyond top-1, N = {n} x <= {args.k} clips, A = {a} heads, "
+        "seconds (best of interleaved repeats; first call):\n")
+  print("| rule | seconds | first call | / top-1 search |")
+  print("|---|---|---|---|")
+  for name in best:
+    print(f"| {name} | {best[name]:.3f} | {first[name]:.2f} | "
+          f"{best[name] / best['top-1 search']:.2f}x |")
+  print(f"\nEB prior fit (once per model, A = {a}): {prior_s:.2f} s")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.hidden = 256
   config.model.dropout = 0.2
+  # Heads that share strength: each step adds head_shrinkage x the mean
+  # squared distance of the batch's rated heads from the mean head (0 = the
+  # paper's independent heads). Needs the dense head update (auto picks it).
+  config.model.head_shrinkage = 0.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"  # sgd (momentum) or adam
@@ -118,6 +122,15 @@ def get_config():
   # CCC-consistent calibration of the aggregate (mean/s.d. matching): with
   # n clips, weight n / (n + shrink) on the annotator's statistics.
   config.eval.calibration_shrink = 5.0
+  # Enrollment beyond top-1 (annojax/posterior.py), set per seed from the
+  # source's held-out annotators (validation + test clips): the posterior
+  # mixture's temperature, chosen from these (on the score's scale: sum of
+  # per-dimension CCC); the empirical-Bayes head's rating-noise variance
+  # (0 = their mean squared residual around their own heads) and prior
+  # covariance rank.
+  config.eval.mixture_temperatures = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+  config.eval.eb_noise = 0.0
+  config.eval.eb_rank = 16
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
 

@@ -16,18 +16,20 @@ from annojax.data import pipeline
 
 @pytest.fixture(scope="module")
 def protocol_and_calls(trained_tiny):
-  """The protocol's results, and every enroll.enroll call it made:
-  (clip index lists, whether it was an enrollment call (names given) or
-  the oracle's choice on the test clips)."""
+  """The protocol's results, and every scoring of target enrollment sets it
+  made (enroll.enrollment_scores, which enroll.enroll calls too): (clip
+  index lists, whether it was an enrollment call (names given) or the
+  oracle's choice on the test clips)."""
   config, workdir, prepared = trained_tiny
   calls = []
-  real = enroll.enroll
+  real = enroll.enrollment_scores
 
   def spy(z, clips, ys, *args, **kwargs):
-    calls.append(([np.asarray(c) for c in clips], "names" in kwargs))
+    calls.append(([np.asarray(c) for c in clips],
+                  kwargs.get("names") is not None))
     return real(z, clips, ys, *args, **kwargs)
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(evaluate.enroll, "enroll", spy)
+    mp.setattr(evaluate.enroll, "enrollment_scores", spy)
     results = evaluate.run_protocol(config, workdir, prepared)
   return results, calls
 
@@ -329,6 +331,25 @@ def test_pooled_table_pools_each_seeds_out_of_fold_predictions(
   fold_mean = [np.mean(per_fold[d]["runs"][:ev.folds]) for d in dims]
   assert np.abs(np.array(fold_mean) - want).max() > 1e-3
   assert set(protocol["pooled"]["rows"]) == set(protocol["rows"])
+
+
+def test_beyond_top1_rows_and_their_source_side_tuning(trained_tiny,
+                                                      protocol):
+  """mixture@k and eb@k for every enrollment size; per seed a temperature
+  from the grid and an EB noise from the SOURCE held-out annotators (a
+  positive mean squared residual), recorded with the table."""
+  config, _, _ = trained_tiny
+  ev = config.eval
+  for k in ev.enroll_sizes:
+    name = "all" if k == 0 else str(k)
+    for kind in ("mixture", "eb"):
+      assert f"{kind}@{name}" in protocol["rows"]
+      assert f"{kind}@{name}" in protocol["pooled"]["rows"]
+  tuned = protocol["protocol"]["posterior_tuning (source held-out annotators)"]
+  assert len(tuned) == ev.seeds
+  for t in tuned:
+    assert t["temperature"] in ev.mixture_temperatures
+    assert 0.0 < t["noise"] < 2.0 and t["annotators"] > 10
 
 
 def test_finetune_l2_holds_the_head_near_the_mapped_one():
