@@ -259,6 +259,11 @@ def _origin(config, kind: str, prepared: prepare_lib.Prepared,
   return origin
 
 
+# config.model keys added after checkpoints were written, with the value
+# that reproduces the older training (such checkpoints stay usable).
+MODEL_DEFAULTS = {"head_shrinkage": 0.0}
+
+
 def check_origin(out_dir: str, origin: dict) -> None:
   """Refuses checkpoints trained on other data or another model shape.
 
@@ -272,6 +277,8 @@ def check_origin(out_dir: str, origin: dict) -> None:
     return
   with open(path) as f:
     stored = json.load(f)
+  if isinstance(stored.get("model"), dict):  # keys added since, at defaults
+    stored["model"] = {**MODEL_DEFAULTS, **stored["model"]}
   if stored != origin:
     diff = "; ".join(f"{k}: {stored.get(k)!r} there, {origin.get(k)!r} now"
                      for k in sorted(set(stored) | set(origin))

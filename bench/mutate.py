@@ -266,6 +266,20 @@ MUTANTS = [
       '_SKIP = ("frametime", "start", "end")', '_SKIP = ("start", "end")',
       "SMILExtract's frameTime column imported as a feature",
       ("tests/test_listening_test.py",)),
+    M("eb_prior_isotropic", "annojax/posterior.py",
+      "  gram = (jnp.einsum(\"ndkr,ndlr->ndkl\", xu, xu) + rest",
+      "  gram = (0 * jnp.einsum(\"ndkr,ndlr->ndkl\", xu, xu) + rest",
+      "the empirical-Bayes head ignores the heads' principal directions in "
+      "its prior", ("tests/test_posterior.py",)),
+    M("mixture_ignores_clip_count", "annojax/posterior.py",
+      "scores * counts[:, None] / temperature", "scores / temperature",
+      "the mixture's posterior does not sharpen with more enrollment clips",
+      ("tests/test_posterior.py",)),
+    M("tuning_sees_own_head", "annojax/posterior.py",
+      "  scores[np.arange(len(who)), who] = -np.inf  # not their own head\n",
+      "",
+      "the temperature is tuned with each source rater's own head among the "
+      "candidates", ("tests/test_posterior.py",)),
 ]
 
 

@@ -6,10 +6,12 @@
 # Three listener x speaker partitions (data.partition_seed 0, 1, 2: each a
 # new draw of which listeners and speakers are pre-training and which are
 # new), each with 3 evaluation seeds x 5 folds (new models and folds), with
-# standardised eGeMAPS features; partition 0 once more with raw features.
+# standardised eGeMAPS features; partition 0 once more with raw features;
+# the three partitions again with head_shrinkage=100
+# (bench/results/nsc_shrinkage.md).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions); each run's own table is
-# copied to bench/results/nsc_p<seed>.md. ~3 min on 2 cores. Skips (exit 0)
+# copied to bench/results/nsc_p<seed>.md. ~5 min on 2 cores. Skips (exit 0)
 # when ../shared/data/nsc is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +33,12 @@ python -m annojax.main --config=configs/nsc.py --workdir="$work/raw" \
 cp "$work/raw/eval/results.md" bench/results/nsc_raw.md
 python bench/nsc_table.py "${runs[@]}" --raw="$work/raw/eval/results.json" \
   --out=bench/results/nsc.md
+# Heads that share strength (config.model.head_shrinkage), same partitions.
+shrunk=()
+for p in 0 1 2; do
+  python -m annojax.main --config=configs/nsc.py --workdir="$work/shrink_p$p" \
+    --config.data.partition_seed=$p --config.model.head_shrinkage=100 \
+    --config.train.progress_bar=False
+  shrunk+=("$work/shrink_p$p/eval/results.json")
+done
+python bench/nsc_table.py "${shrunk[@]}" --out=bench/results/nsc_shrinkage.md

@@ -159,3 +159,17 @@ def test_enrollment_scores_feed_the_top1_mapping():
   np.testing.assert_array_equal(enroll.mapping(scores, y_e, m_e).heads,
                                 ref.heads)
   assert scores.shape == (2, 30) and cidx.shape == (2, 7)
+
+
+def test_checkpoints_from_before_shrinkage_stay_usable(tmp_path):
+  """origin.json written before config.model.head_shrinkage existed matches
+  a run at the default (0), not one that shrinks."""
+  import json  # pylint: disable=g-import-not-at-top
+  old = {"data": "x", "model": {"hidden": 8, "dropout": 0.0}}
+  (tmp_path / "origin.json").write_text(json.dumps(old))
+  now = {"data": "x", "model": {"hidden": 8, "dropout": 0.0,
+                                "head_shrinkage": 0.0}}
+  train.check_origin(str(tmp_path), now)
+  now["model"]["head_shrinkage"] = 1.0
+  with pytest.raises(ValueError, match="head_shrinkage"):
+    train.check_origin(str(tmp_path), now)
