@@ -57,19 +57,20 @@ def feature_names(feature_set: str = "eGeMAPSv01a") -> list[str]:
   return list(smile(feature_set).feature_names)
 
 
-def clip_functionals(path: str, feature_set: str = "eGeMAPSv01a",
-                     sample_rate: int = 16000) -> np.ndarray:
-  """The functionals of one audio file -> [88] float32."""
-  import librosa  # pylint: disable=g-import-not-at-top  (slow import)
-  y, sr = librosa.load(path, sr=sample_rate, mono=True)
-  if y.size == 0:
-    raise ValueError("no audio samples")
-  if not np.isfinite(y).all():
-    raise ValueError("non-finite audio samples")
+def functionals(y: np.ndarray, sr: int, feature_set: str = "eGeMAPSv01a"
+                ) -> np.ndarray:
+  """The functionals of one mono signal -> [88] float32."""
   x = np.asarray(smile(feature_set).process_signal(y, sr), np.float32)[0]
   if not np.isfinite(x).all():
     raise ValueError("openSMILE returned non-finite functionals")
   return x
+
+
+def clip_functionals(path: str, feature_set: str = "eGeMAPSv01a",
+                     sample_rate: int = 16000) -> np.ndarray:
+  """The functionals of one audio file (features.load_audio) -> [88]."""
+  from annojax import features  # pylint: disable=g-import-not-at-top
+  return functionals(*features.load_audio(path, sample_rate), feature_set)
 
 
 def read_csv(paths) -> tuple[np.ndarray, np.ndarray, list[str]]:

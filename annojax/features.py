@@ -47,15 +47,24 @@ class FeatureError(RuntimeError):
   """Audio that could not be turned into features; names the paths."""
 
 
-def clip_embedding(path: str, sample_rate: int = 16000, n_mels: int = 64,
-                   n_mfcc: int = 20) -> np.ndarray:
-  """Log-mel + MFCC mean/std statistics of one audio file -> [F]."""
+def load_audio(path: str, sample_rate: int = 16000
+               ) -> tuple[np.ndarray, int]:
+  """(mono samples, rate) resampled to sample_rate; empty or non-finite
+  audio is an error (the feature job lists it by path)."""
   import librosa  # pylint: disable=g-import-not-at-top  (slow import)
   y, sr = librosa.load(path, sr=sample_rate, mono=True)
   if y.size == 0:
     raise ValueError("no audio samples")
   if not np.isfinite(y).all():
     raise ValueError("non-finite audio samples")
+  return y, sr
+
+
+def clip_embedding(path: str, sample_rate: int = 16000, n_mels: int = 64,
+                   n_mfcc: int = 20) -> np.ndarray:
+  """Log-mel + MFCC mean/std statistics of one audio file -> [F]."""
+  import librosa  # pylint: disable=g-import-not-at-top  (slow import)
+  y, sr = load_audio(path, sample_rate)
   mel = librosa.power_to_db(librosa.feature.melspectrogram(
       y=y, sr=sr, n_mels=n_mels, n_fft=512, hop_length=160))
   mfcc = librosa.feature.mfcc(S=mel, n_mfcc=n_mfcc)
@@ -70,7 +79,7 @@ def embed(path: str, extractor: str = "librosa", sample_rate: int = 16000,
   if extractor == "librosa":
     return clip_embedding(path, sample_rate, n_mels, n_mfcc)
   if extractor == "opensmile":
-    return egemaps.clip_functionals(path, opensmile_set, sample_rate)
+    return egemaps.functionals(*load_audio(path, sample_rate), opensmile_set)
   raise ValueError(f"unknown features.extractor {extractor!r}; one of "
                    f"{EXTRACTORS}")
 
