@@ -76,7 +76,7 @@ def clip_functionals(path: str, feature_set: str = "eGeMAPSv01a",
 def read_csv(paths) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """openSMILE CSV file(s) -> (clip ids [C], functionals [C, F], names)."""
   if isinstance(paths, str):
-    paths = [p for p in paths.split(",") if p]
+    paths = generic_csv.embedding_files(paths)
   if not paths:
     raise ValueError("no openSMILE CSV file given")
   ids, rows, names, first = [], [], None, None

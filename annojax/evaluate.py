@@ -190,6 +190,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
 
   cells: dict[str, dict] = {}
   tuned_by_seed = []  # mixture temperature / EB noise per seed
+  held_out = None if categorical else _source_held_out(prepared)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
   excluded, warnings, n_folds = [], [], None
@@ -212,7 +213,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           "constant or far outside the rating scale)")
     mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
     if not categorical:
-      prior, tuned = _tune_posterior(config, prepared, g_ia, p_ia, kernel,
+      prior, tuned = _tune_posterior(config, held_out, g_ia, p_ia, kernel,
                                      bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
 
@@ -324,25 +325,30 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def _tune_posterior(config, prepared, graphdef, params, kernel, bias, seed):
-  """The EB prior of this seed's heads, and the mixture temperature / EB
-  noise chosen on the source validation annotators (never the target)."""
-  ev = config.eval
-  prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
-  # The source's held-out material: validation and test clips (no model
-  # trained on them), one table.
+def _source_held_out(prepared) -> dict:
+  """The source's held-out material (validation and test clips: no model
+  trained on them) as one set of arrays; read once per protocol."""
   parts = [pipeline.load_table(prepared.source, s)
            for s in ("validation", "test")]
   parts = [t for t in parts if len(t.pair_clip)]
   offsets = np.cumsum([0] + [len(t.clip_ids) for t in parts])
-  z = np.concatenate([train.trunk_features(graphdef, params, t.embeddings)
-                      for t in parts])
+  return {"embeddings": np.concatenate([t.embeddings for t in parts]),
+          "pair_clip": np.concatenate([t.pair_clip + o
+                                       for t, o in zip(parts, offsets)]),
+          "pair_annotator": np.concatenate([t.pair_annotator for t in parts]),
+          "pair_values": np.concatenate([t.pair_values for t in parts])}
+
+
+def _tune_posterior(config, held_out, graphdef, params, kernel, bias, seed):
+  """The EB prior of this seed's heads, and the mixture temperature / EB
+  noise set on the source's held-out annotators (never the target)."""
+  ev = config.eval
+  prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
   tuned = posterior.tune(
-      z, np.concatenate([t.pair_clip + o for t, o in zip(parts, offsets)]),
-      np.concatenate([t.pair_annotator for t in parts]),
-      np.concatenate([t.pair_values for t in parts]), kernel, bias,
-      ev.mixture_temperatures, ev.eb_noise, seed=seed, score=ev.score,
-      head_chunk=ev.head_chunk)
+      train.trunk_features(graphdef, params, held_out["embeddings"]),
+      held_out["pair_clip"], held_out["pair_annotator"],
+      held_out["pair_values"], kernel, bias, ev.mixture_temperatures,
+      ev.eb_noise, seed=seed, score=ev.score, head_chunk=ev.head_chunk)
   logging.info("seed %d: mixture temperature %g, EB noise %g (from %d "
                "source held-out annotators)", seed, tuned.temperature,
                tuned.noise, tuned.annotators)

@@ -45,6 +45,11 @@ MODES = ("auto", "dense", "sparse")
 _ADAM = dict(b1=0.9, b2=0.999, eps=1e-8)  # optax.adam's defaults
 
 
+def shrinkage(config) -> float:
+  """config.model.head_shrinkage (0 when unset: the paper's free heads)."""
+  return float(config.model.get("head_shrinkage", 0.0) or 0.0)
+
+
 def resolve(config, meta, kind: str) -> str:
   """The head update a model trains with: "dense" or "sparse"."""
   mode = config.optim.get("head_update", "auto")
@@ -53,7 +58,7 @@ def resolve(config, meta, kind: str) -> str:
                      f"{MODES}")
   if kind != "individual" or mode == "dense":
     return "dense"
-  shrink = float(config.model.get("head_shrinkage", 0.0) or 0.0)
+  shrink = shrinkage(config)
   if shrink and mode == "auto":
     return "dense"  # the pull toward the mean head reads every head
   if shrink:

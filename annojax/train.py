@@ -181,9 +181,8 @@ def step_function(config, meta, kind: str, graphdef, tx, seed: int):
   kw = dict(graphdef=graphdef, tx=tx, loss_fn=losses.get(config.train.loss),
             seed=seed)
   if head_optim.resolve(config, meta, kind) == "dense":
-    shrink = float(config.model.get("head_shrinkage", 0.0) or 0.0)
     return functools.partial(train_step, **kw, head_shrinkage=(
-        shrink if kind == "individual" else 0.0))
+        head_optim.shrinkage(config) if kind == "individual" else 0.0))
   return functools.partial(head_optim.train_step, **kw,
                            **_head_rule(config))
 

@@ -14,9 +14,14 @@ the aggregate, `v` below (only with `*`).
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
-from scipy import stats
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from annojax import evaluate  # pylint: disable=g-import-not-at-top
+from annojax import metrics  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
 
@@ -37,8 +42,7 @@ def combine(paths):
       pooled = np.concatenate([_runs(r, "pooled", row, d) for r in res])
       base = np.concatenate([_runs(r, "pooled", "aggregate", d)
                              for r in res])
-      p = (float(stats.ttest_rel(pooled, base).pvalue)
-           if row != "aggregate" and np.any(pooled != base) else 1.0)
+      p = metrics.paired_tests(pooled, base)["t_p"]  # nan: identical
       out[row][d] = dict(fold=(np.nanmean(fold), np.nanstd(fold)),
                          pooled=(np.nanmean(pooled), np.nanstd(pooled)),
                          p=p, above=np.nanmean(pooled) > np.nanmean(base))
@@ -46,7 +50,6 @@ def combine(paths):
 
 
 def markdown(res, table, raw=None):
-  from annojax import evaluate  # pylint: disable=g-import-not-at-top
   n_rep = sum(r["protocol"]["seeds"] for r in res)
   n_runs = sum(r["protocol"]["runs"] for r in res)
   lines = [f"NSC, {len(res)} listener x speaker partitions x "
@@ -69,7 +72,7 @@ def markdown(res, table, raw=None):
         c = table[row][d]
         m, s = c[kind]
         mark = ""
-        if kind == "pooled" and c["p"] < 0.05:
+        if kind == "pooled" and c["p"] < 0.05:  # False for nan
           mark = "*" + ("^" if c["above"] else "v")
         cells.append(f"{m:.3f} +- {s:.3f}{mark}")
     if raw:
@@ -98,7 +101,4 @@ def main():
 
 
 if __name__ == "__main__":
-  import os
-  import sys
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   main()

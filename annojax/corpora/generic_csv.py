@@ -79,6 +79,12 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
       ratings_lib.rescale(values, *scale), dims, source=path, scale=scale)
 
 
+def embedding_files(path: str) -> list[str]:
+  """The files an embeddings setting names: one path, or several separated
+  by commas (openSMILE CSVs, e.g. one per speaker gender)."""
+  return [p for p in path.split(",") if p]
+
+
 def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
   """Returns (clip ids [C], embeddings [C, F]) from .npz, .npy or .csv."""
   if path.endswith(".csv"):  # openSMILE output (checked by read_csv)
