@@ -28,6 +28,14 @@ Rows (each gives one prediction per test (clip, annotator) pair):
                  clips (the population head with none, ~ an own fit with
                  many). Temperature and noise come per seed from SOURCE
                  held-out annotators (posterior.tune), not from the target
+  adaptive_most_similar@k, adaptive_mixture@k, adaptive_eb@k
+                 the same rules on k clips chosen ADAPTIVELY (adaptive.py),
+                 one per round, each the clip of the annotator's pool on
+                 which the heads still in contention (the mixture's
+                 posterior) disagree most, its rating revealed before the
+                 next choice; k in config.eval.adaptive_sizes. Like the
+                 random draws, only clips the annotator rated in the
+                 training speakers' pool can be chosen
   oracle         the best head chosen on the test clips (an upper bound)
 Metrics: CCC_ind and CCC_con (mean prediction vs the consensus of ALL the
 clip's ratings) per dimension, mean +- std over runs. Pooled evaluation,
@@ -53,6 +61,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from annojax import adaptive
 from annojax import baselines
 from annojax import enroll
 from annojax import losses
@@ -94,6 +103,22 @@ def speaker_folds(speakers: np.ndarray, n_folds: int, seed: int = 0,
     raise ValueError(f"{len(uniq)} speakers cannot make {n_folds} folds")
   perm = np.random.default_rng([seed, 0xF01D]).permutation(uniq)
   return [np.sort(f) for f in np.array_split(perm, n_folds)]
+
+
+ADAPTIVE = "adaptive_"  # row-name prefix of adaptively chosen clips
+
+
+def _adaptive_sizes(ev) -> tuple[int, ...]:
+  """config.eval.adaptive_sizes, checked: each a positive size that the
+  random rows have too (the comparison the rows exist for)."""
+  sizes = tuple(int(k) for k in ev.adaptive_sizes)
+  bad = [k for k in sizes if k <= 0 or k not in ev.enroll_sizes]
+  if bad:
+    raise ValueError(
+        f"config.eval.adaptive_sizes {sizes}: {bad} must be positive and in "
+        f"config.eval.enroll_sizes {tuple(ev.enroll_sizes)}, so that each "
+        "adaptive row has its random row")
+  return sizes
 
 
 def _size_name(k: int) -> str:
@@ -191,6 +216,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   cells: dict[str, dict] = {}
   tuned_by_seed = []  # mixture temperature / EB noise per seed
   held_out = None if categorical else _source_held_out(prepared)
+  adaptive_sizes = () if categorical else _adaptive_sizes(ev)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
   excluded, warnings, n_folds = [], [], None
@@ -216,6 +242,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       prior, tuned = _tune_posterior(config, held_out, g_ia, p_ia, kernel,
                                      bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
+    if adaptive_sizes:
+      pred_all = adaptive.head_predictions(z, kernel, bias)
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
@@ -241,9 +269,9 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           [table.pair_values[r] for r in test_by_ann], kernel, bias,
           score=ev.score, head_chunk=ev.head_chunk)
       out["oracle"] = head_pred(rows, pos, *oracle.head_params(kernel, bias))
-      for k in ev.enroll_sizes:
-        name = _size_name(k)
-        chosen = _sample_enrollment(run.rng, run.pool_by_ann, k)
+      def enrollment_rows(chosen, name, prefix=""):
+        """most_similar / mixture / eb rows from each annotator's chosen
+        pool rows; returns the packed set and its mapped heads."""
         clips = [table.pair_clip[c] for c in chosen]
         ys = [table.pair_values[c] for c in chosen]
         scores, cidx, y_e, m_e = enroll.enrollment_scores(
@@ -252,19 +280,28 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
             names=[tgt_meta.annotator_ids[a] for a in run.annotators])
         mapping = enroll.mapping(scores, y_e, m_e, ev.top_k, ev.weighted)
         k_n, b_n = mapping.head_params(kernel, bias)
-        out[f"most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
+        out[f"{prefix}most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
         if have_types:
           sel = src_types[mapping.heads[:, 0]]
           truth = tgt_types[run.annotators]
           chance = np.mean([np.mean(src_types == t) for t in truth])
-          type_match.setdefault(name, []).append(
+          type_match.setdefault(f"{name}{' (adaptive)' if prefix else ''}",
+                                []).append(
               (float(np.mean(sel == truth)), float(chance)))
+        if not categorical:
+          out[f"{prefix}mixture@{name}"] = head_pred(
+              rows, pos, *posterior.mixture_heads(
+                  scores, m_e.sum(1), kernel, bias, tuned.temperature))
+          out[f"{prefix}eb@{name}"] = head_pred(rows, pos, *posterior.eb_heads(
+              z[cidx], y_e, m_e, prior, tuned.noise))
+        return (k_n, b_n), (cidx, y_e, m_e)
+
+      for k in ev.enroll_sizes:
+        name = _size_name(k)
+        (k_n, b_n), (cidx, y_e, m_e) = enrollment_rows(
+            _sample_enrollment(run.rng, run.pool_by_ann, k), name)
         if categorical:
           continue
-        out[f"mixture@{name}"] = head_pred(rows, pos, *posterior.mixture_heads(
-            scores, m_e.sum(1), kernel, bias, tuned.temperature))
-        out[f"eb@{name}"] = head_pred(rows, pos, *posterior.eb_heads(
-            z[cidx], y_e, m_e, prior, tuned.noise))
         agg_test = agg_clip[table.pair_clip[rows]]
         a, c = baselines.linear_fit(agg_clip[cidx], y_e, m_e,
                                     ev.linear_ridge)
@@ -276,6 +313,14 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
                                       ev.finetune_steps, ev.finetune_lr,
                                       ev.finetune_l2)
         out[f"finetune@{name}"] = head_pred(rows, pos, k_f, b_f)
+      if adaptive_sizes:  # one clip per round, ratings revealed in turn
+        order = adaptive.simulate(
+            z, pred_all, [(table.pair_clip[r], table.pair_values[r])
+                          for r in run.pool_by_ann], kernel, bias,
+            tuned.temperature, max(adaptive_sizes), ev.score, ev.head_chunk)
+        for k in adaptive_sizes:
+          enrollment_rows([r[o[:k]] for r, o in zip(run.pool_by_ann, order)],
+                          _size_name(k), ADAPTIVE)
       for row, pred in out.items():
         cells.setdefault(row, {})[(seed, f)] = _evaluate_row(
             pred, table, rows, categorical)
@@ -293,6 +338,13 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       "unit": "seed: each annotator's out-of-fold predictions pooled over "
               "the seed's folds", "n": ev.seeds,
       "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"}}
+  if adaptive_sizes:
+    results["adaptive_vs_random"] = {
+        table: compare_adaptive(
+            lambda row, d, part=part: part["rows"][row][metric_names[0]][d][
+                "runs"], adaptive_sizes, columns)
+        for table, part in (("per_fold", results),
+                            ("pooled", results["pooled"]))}
   shared = dict(prepared.overlap) if prepared.overlap else None
   results["protocol"] = {
       "folds": n_folds, "seeds": ev.seeds, "runs": len(cells["aggregate"]),
@@ -321,6 +373,12 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
     f.write(to_markdown(results))
   plots.ccc_vs_enrollment(results, columns, ev.enroll_sizes,
                           os.path.join(out_dir, "ccc_ind_vs_k.png"))
+  if adaptive_sizes:
+    for part, name, title in ((results, "", ""),
+                              (results["pooled"], "_pooled", "pooled: ")):
+      plots.adaptive_vs_random(
+          part["rows"], metric_names[0], columns, adaptive_sizes,
+          os.path.join(out_dir, f"adaptive_vs_random{name}.png"), title)
   logging.info("evaluation written to %s", out_dir)
   return results
 
@@ -353,6 +411,51 @@ def _tune_posterior(config, held_out, graphdef, params, kernel, bias, seed):
                "source held-out annotators)", seed, tuned.temperature,
                tuned.noise, tuned.annotators)
   return prior, tuned
+
+
+def compare_adaptive(runs, sizes, dims) -> dict:
+  """Adaptive vs random clips, paired by run, for each rule and size.
+
+  runs(row, dim) -> the row's values over runs (the same runs, in the same
+  order, for every row). -> {"<rule>@<k>": {dim: {random, adaptive,
+  difference (means), t_p (paired t-test), n}}}."""
+  out = {}
+  for kind in ("most_similar", "mixture", "eb"):
+    for k in sizes:
+      name = f"{kind}@{_size_name(k)}"
+      entry = {}
+      for d in dims:
+        try:
+          rnd = np.asarray(runs(name, d), np.float64)
+          ada = np.asarray(runs(ADAPTIVE + name, d), np.float64)
+        except KeyError:  # a rule without adaptive rows
+          break
+        entry[d] = {"random": float(np.nanmean(rnd)),
+                    "adaptive": float(np.nanmean(ada)),
+                    "difference": float(np.nanmean(ada - rnd)),
+                    "t_p": metrics.paired_tests(ada, rnd)["t_p"],
+                    "n": len(rnd)}
+      if entry:
+        out[name] = entry
+  return out
+
+
+def adaptive_markdown(comparison: dict, dims, unit: str) -> list[str]:
+  """The adaptive-vs-random table: means, difference, `*` p < 0.05."""
+  lines = [f"Adaptive vs random enrollment clips ({unit}): CCC_ind means, "
+           "adaptive minus random, `*` paired t-test p < 0.05.", "",
+           "| rule@k | " + " | ".join(f"random {d} | adaptive {d} | diff {d}"
+                                      for d in dims) + " |",
+           "|" + "---|" * (1 + 3 * len(dims))]
+  for name, entry in comparison.items():
+    cells = []
+    for d in dims:
+      c = entry[d]
+      star = "*" if c["t_p"] < 0.05 else ""
+      cells += [f"{c['random']:.3f}", f"{c['adaptive']:.3f}",
+                f"{c['difference']:+.3f}{star}"]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def summarize(cells: dict[str, dict], dims,
@@ -408,6 +511,7 @@ def summarize(cells: dict[str, dict], dims,
 
 _ROW_KINDS = {"most_similar": 0, "mixture": 1, "eb": 2, "linear_fit": 3,
               "calibrated": 4, "finetune": 5}
+_ROW_KINDS.update({ADAPTIVE + k: v + 0.5 for k, v in _ROW_KINDS.items()})
 
 
 def _row_order(names):
@@ -478,6 +582,11 @@ def to_markdown(results: dict) -> str:
               f"t-test p < 0.05 vs aggregate over seeds (n = "
               f"{results['pooled']['tests']['runs']['n']}).", ""]
     lines += _table(results["pooled"]["rows"], names, dims, seed_mark=False)
+  for table, unit in (("per_fold", "paired over runs"),
+                      ("pooled", "pooled, paired over seeds")):
+    if table in results.get("adaptive_vs_random", {}):
+      lines += [""] + adaptive_markdown(results["adaptive_vs_random"][table],
+                                        dims, unit)
   if "type_match" in results:
     lines += ["", "Selected head shares the new annotator's latent type "
               "(synthetic ground truth):", "",

@@ -50,6 +50,46 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
   plt.close(fig)
 
 
+_ADAPTIVE = {"most_similar": "most-similar head", "mixture": "mixture",
+             "eb": "empirical Bayes"}
+
+
+def adaptive_vs_random(rows: dict, metric: str, dims, sizes, path: str,
+                       title: str = ""):
+  """CCC_ind vs the number of rated clips: each enrollment rule on random
+  clips (solid) and adaptively chosen clips (dashed, same colour), the
+  oracle head as the ceiling and the aggregate model for reference."""
+  ks = sorted(k for k in sizes if k > 0)
+  fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.6),
+                           squeeze=False)
+  for ax, d in zip(axes[0], dims):
+    for i, (kind, label) in enumerate(_ADAPTIVE.items()):
+      for prefix, style, how in (("", "-", "random"),
+                                 ("adaptive_", "--", "adaptive")):
+        keys = [f"{prefix}{kind}@{k}" for k in ks]
+        if not all(k in rows for k in keys):
+          continue
+        m = np.array([rows[k][metric][d]["mean"] for k in keys])
+        ax.plot(ks, m, style, marker="o", ms=3, color=f"C{i}",
+                label=f"{label}, {how} clips")
+    for row, label, style in (("oracle", "oracle head (ceiling)", ":"),
+                              ("aggregate", "aggregate", "-.")):
+      if row in rows:
+        ax.axhline(rows[row][metric][d]["mean"], ls=style, lw=1.2,
+                   color="k" if row == "oracle" else "0.5", label=label)
+    ax.set_xticks(ks)
+    ax.set_xlabel("rated clips")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{title}{d}")
+    ax.grid(alpha=0.3)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.16, 1, 1))
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def scale_use(stats: dict, path: str):
   """Bar chart of how often each scale value was given: one row of panels
   per corpus, one panel per dimension (label_stats.describe's output)."""

@@ -105,7 +105,10 @@ def get_config():
   # group names each speaker's fold, e.g. r"^(Ses\d+)" (IEMOCAP sessions).
   config.eval.fold_by = ""
   # Enrollment sizes; 0 means all of the annotator's training-fold clips.
-  config.eval.enroll_sizes = (5, 10, 15, 20, 25, 30, 0)
+  config.eval.enroll_sizes = (2, 5, 10, 15, 20, 25, 30, 0)
+  # Adaptive enrollment rows (annojax/adaptive.py) at these sizes (each also
+  # in enroll_sizes, whose random rows they are compared with); () = none.
+  config.eval.adaptive_sizes = (2, 5, 10, 15, 20, 30)
   # Similarity score: ccc (sum over dims), pearson or mse.
   config.eval.score = "ccc"
   config.eval.top_k = 1

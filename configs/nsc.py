@@ -62,4 +62,5 @@ def get_config(nsc_dir: str = ""):
   config.train.num_epochs = 30
   config.eval.seeds = 3
   config.eval.enroll_sizes = (2, 5, 10, 0)
+  config.eval.adaptive_sizes = (2, 5, 10)
   return config

@@ -36,6 +36,7 @@ def get_config():
   config.eval.folds = 5
   config.eval.seeds = 2  # independent replicates: two pre-trained pairs
   config.eval.enroll_sizes = (5, 20, 0)
+  config.eval.adaptive_sizes = (5, 20)
   config.eval.finetune_steps = 10
   config.eval.head_chunk = 64
   return config

@@ -241,6 +241,19 @@ def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
           assert len(got) == (len(pool) if k == 0 else min(k, len(pool)))
           assert not set(table.speakers[got]) & set(test_spk)
           checked += 1
+      # Adaptive sets: from the same pools, one order per annotator (the
+      # k-clip set is the first k of it).
+      before = None
+      for k in ev.adaptive_sizes:
+        clips, is_enrollment = next(it)
+        assert is_enrollment and len(clips) == len(run.annotators)
+        for i, (got, pool) in enumerate(zip(clips, run.pool_by_ann)):
+          assert set(got) <= set(table.pair_clip[pool])
+          assert len(set(got)) == len(got) == min(k, len(pool))
+          if before is not None:
+            np.testing.assert_array_equal(got[:len(before[i])], before[i])
+          checked += 1
+        before = clips
   assert next(it, None) is None and checked > 100
 
 
@@ -350,6 +363,41 @@ def test_beyond_top1_rows_and_their_source_side_tuning(trained_tiny,
   for t in tuned:
     assert t["temperature"] in ev.mixture_temperatures
     assert 0.0 < t["noise"] < 2.0 and t["annotators"] > 10
+
+
+def test_adaptive_rows_their_comparison_and_plot(trained_tiny, protocol):
+  """adaptive_<rule>@k beside each random row, in both tables; the paired
+  comparison (same runs: n = runs per fold, seeds pooled) recomputed from
+  the rows; the plot written; sizes without a random row refused."""
+  config, workdir, _ = trained_tiny
+  ev = config.eval
+  assert ev.adaptive_sizes
+  for table in (protocol, protocol["pooled"]):
+    for k in ev.adaptive_sizes:
+      for kind in ("most_similar", "mixture", "eb"):
+        assert f"adaptive_{kind}@{k}" in table["rows"]
+  cmp = protocol["adaptive_vs_random"]
+  for part, n, src in (("per_fold", ev.seeds * ev.folds, protocol),
+                       ("pooled", ev.seeds, protocol["pooled"])):
+    c = cmp[part][f"most_similar@{ev.adaptive_sizes[0]}"]["valence"]
+    runs = {p: np.array(src["rows"][f"{p}most_similar@"
+                                    f"{ev.adaptive_sizes[0]}"]["ccc_ind"][
+                                        "valence"]["runs"])
+            for p in ("", "adaptive_")}
+    assert c["n"] == n
+    np.testing.assert_allclose(c["difference"],
+                               np.mean(runs["adaptive_"] - runs[""]))
+    assert c["t_p"] == pytest.approx(
+        stats.ttest_rel(runs["adaptive_"], runs[""]).pvalue)
+  md = open(os.path.join(workdir, "eval", "results.md")).read()
+  assert "Adaptive vs random enrollment clips" in md
+  assert "| adaptive_eb@20 |" in md
+  for name in ("adaptive_vs_random.png", "adaptive_vs_random_pooled.png"):
+    assert os.path.getsize(os.path.join(workdir, "eval", name)) > 10_000
+  bad = config.copy_and_resolve_references()
+  bad.eval.adaptive_sizes = (7,)
+  with pytest.raises(ValueError, match="adaptive_sizes"):
+    evaluate._adaptive_sizes(bad.eval)  # pylint: disable=protected-access
 
 
 def test_finetune_l2_holds_the_head_near_the_mapped_one():
