@@ -1,9 +1,14 @@
 """`--mode=enroll` and `--mode=predict`: work from an exported bundle alone.
 
 enroll: new annotators' enrollment ratings (long CSV: clip, annotator, one
-  column per dimension of the bundle, speaker optional) + embeddings of those
-  clips -> <workdir>/enroll/mapping.json and mapping.csv: per annotator the
-  selected head(s), weights, scores, the score margin and clip count.
+  column per dimension of the bundle, speaker optional; several files
+  separated by commas) + embeddings of those clips -> <workdir>/enroll/
+  mapping.json and mapping.csv: per annotator the selected head(s), weights,
+  scores, the score margin and clip count. With config.predict.pool (clip
+  embeddings of candidate clips), also suggestions.csv: the next
+  config.predict.propose clips each annotator should rate (adaptive
+  enrollment, annojax/adaptive.py), in the ratings CSV's layout, so a
+  listening test can run in rounds: rate, pass the file back, enroll again.
 predict: a mapping + embeddings of new clips -> <workdir>/predict/
   predictions.csv: one row per (clip, annotator) with each dimension in
   [-1, 1] and, as `<dim>_scaled`, on config.predict.scale (the scale the
@@ -26,6 +31,7 @@ import os
 from absl import logging
 import numpy as np
 
+from annojax import adaptive
 from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
@@ -66,82 +72,178 @@ def read_labels(path: str, classes) -> ratings_lib.Ratings:
                                   classes, source=path)
 
 
+def _enrollment_table(p, bundle, known_clips):
+  """The enrollment ratings of config.predict.ratings (one CSV, or several
+  separated by commas: e.g. the first ratings and each round's filled-in
+  suggestions), each file checked with its own line numbers; None when no
+  file is set (a first round of suggestions)."""
+  tables = []
+  for path in [f for f in p.ratings.split(",") if f]:
+    if bundle.categorical:
+      t = read_labels(path, bundle.dims)
+    else:
+      t = generic_csv.read_ratings(path, bundle.dims, tuple(p.scale),
+                                   speaker_optional=True)
+    tables.append(ratings_lib.validate(t, known_clips=known_clips,
+                                       row_offset=2, row_word="line"))
+  if len(tables) <= 1:
+    return tables[0] if tables else None
+  both = ratings_lib.make_ratings(
+      *(np.concatenate([getattr(t, f) for t in tables])
+        for f in ("clip", "annotator", "speaker", "values")),
+      bundle.dims, source=p.ratings)
+  return ratings_lib.validate(both)  # a pair in two files: averaged, logged
+
+
 def run_enroll(config, workdir: str) -> dict:
-  """Maps every annotator of config.predict.ratings to pre-trained heads."""
+  """Maps every annotator of config.predict.ratings to pre-trained heads;
+  with config.predict.pool, also proposes the clips each should rate next
+  (<workdir>/enroll/suggestions.csv, see _suggest)."""
   p = config.predict
   bundle = export.load(_bundle_path(config, workdir))
-  if not p.ratings:
+  if not p.ratings and not p.pool:
     raise ValueError("set --config.predict.ratings to the enrollment ratings "
-                     "CSV (clip, annotator, " + ", ".join(bundle.dims) + ")")
-  if bundle.categorical:
-    if p.score not in enroll_lib.CATEGORICAL_SCORES:
-      raise ValueError(f"this bundle's heads are categorical: set "
-                       f"--config.predict.score to one of "
-                       f"{enroll_lib.CATEGORICAL_SCORES}, not {p.score!r}")
-    table = read_labels(p.ratings, bundle.dims)
-  else:
-    table = generic_csv.read_ratings(p.ratings, bundle.dims, tuple(p.scale),
-                                     speaker_optional=True)
-  ids, emb = _embeddings(p.embeddings)
-  table = ratings_lib.validate(table, known_clips=ids, row_offset=2,
-                               row_word="line")
+                     "CSV (clip, annotator, " + ", ".join(bundle.dims) + ")"
+                     " (or --config.predict.pool and predict.annotators for "
+                     "a first round of suggested clips)")
+  if bundle.categorical and p.score not in enroll_lib.CATEGORICAL_SCORES:
+    raise ValueError(f"this bundle's heads are categorical: set "
+                     f"--config.predict.score to one of "
+                     f"{enroll_lib.CATEGORICAL_SCORES}, not {p.score!r}")
+  ids, emb = _embeddings(p.embeddings or p.pool)
+  if p.pool and p.embeddings:  # rated clips may be in either file
+    pool_ids, pool_emb = _embeddings(p.pool)
+    new = ~np.isin(pool_ids, ids)
+    ids = np.concatenate([ids, pool_ids[new]])
+    emb = np.concatenate([emb, pool_emb[new]])
+  table = _enrollment_table(p, bundle, ids)
   row_of = {c: i for i, c in enumerate(ids)}
-  names = np.unique(table.annotator)
+  names = np.unique(table.annotator) if table is not None else np.array([])
   clip_lists, rating_lists = [], []
   for name in names:
     rows = table.annotator == name
     clip_lists.append([row_of[c] for c in table.clip[rows]])
     rating_lists.append(table.values[rows])
-  used = np.unique(np.concatenate(clip_lists))
-  z = np.zeros((len(ids),) + (len(bundle.dims), bundle.info["model"][
-      "hidden"]), np.float32)
-  z[used] = bundle.features(emb[used])
   kernel, bias = bundle.heads()
-  mapping = enroll_lib.enroll(z, clip_lists, rating_lists, kernel, bias,
-                              score=p.score, top_k=p.top_k,
-                              weighted=p.weighted, names=list(names))
-  heads = bundle.annotator_ids
-  out = {
-      "bundle": os.path.abspath(_bundle_path(config, workdir)),
-      "score": p.score,
-      "annotators": {
-          str(name): {
-              "heads": heads[mapping.heads[i]].tolist(),
-              "head_index": mapping.heads[i].tolist(),
-              "weights": mapping.weights[i].tolist(),
-              "scores": mapping.scores[i].tolist(),
-              "margin": float(mapping.margin[i]),
-              "num_clips": len(clip_lists[i]),
-              # Dimensions with constant enrollment ratings: scored by
-              # RMSE there (CCC is undefined); rate more varied clips.
-              "constant_dims": ([] if bundle.categorical else
-                                [d for d, c in zip(bundle.dims,
-                                                   mapping.constant[i])
-                                 if c])}
-          for i, name in enumerate(names)}}
+  out = {"bundle": os.path.abspath(_bundle_path(config, workdir)),
+         "score": p.score, "annotators": {}}
   out_dir = os.path.join(workdir, "enroll")
   os.makedirs(out_dir, exist_ok=True)
+  scores = counts = None
+  if len(names):
+    used = np.unique(np.concatenate(clip_lists))
+    z = np.zeros((len(ids),) + (len(bundle.dims), bundle.info["model"][
+        "hidden"]), np.float32)
+    z[used] = bundle.features(emb[used])
+    scores, _, y_e, m_e = enroll_lib.enrollment_scores(
+        z, clip_lists, rating_lists, kernel, bias, score=p.score,
+        names=list(names))
+    counts = m_e.sum(1)
+    mapping = enroll_lib.mapping(scores, y_e, m_e, p.top_k, p.weighted)
+    out["annotators"] = _write_mapping(out_dir, out, bundle, names,
+                                       clip_lists, mapping)
+  if p.pool:
+    out["suggestions"] = _suggest(p, bundle, out_dir, names, clip_lists,
+                                  ids, scores, counts)
+  return out
+
+
+def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
+                   ) -> dict:
+  """mapping.json (header + annotators; the annotators returned) and
+  mapping.csv, logged."""
+  heads = bundle.annotator_ids
+  annotators = {
+      str(name): {
+          "heads": heads[mapping.heads[i]].tolist(),
+          "head_index": mapping.heads[i].tolist(),
+          "weights": mapping.weights[i].tolist(),
+          "scores": mapping.scores[i].tolist(),
+          "margin": float(mapping.margin[i]),
+          "num_clips": len(clip_lists[i]),
+          # Dimensions with constant enrollment ratings: scored by RMSE
+          # there (CCC is undefined); rate more varied clips.
+          "constant_dims": ([] if bundle.categorical else
+                            [d for d, c in zip(bundle.dims,
+                                               mapping.constant[i]) if c])}
+      for i, name in enumerate(names)}
   with open(os.path.join(out_dir, "mapping.json"), "w") as f:
-    json.dump(out, f, indent=1)
+    json.dump({**header, "annotators": annotators}, f, indent=1)
   with open(os.path.join(out_dir, "mapping.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["annotator", "num_clips", "head", "weight", "score",
                 "margin", "constant_dims"])
-    for name, m in out["annotators"].items():
+    for name, m in annotators.items():
       for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
         w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
                     f"{m['margin']:.6g}", " ".join(m["constant_dims"])])
-  const = [n for n, m in out["annotators"].items() if m["constant_dims"]]
+  const = [n for n, m in annotators.items() if m["constant_dims"]]
   if const:
     logging.warning("%d annotator(s) gave the same rating to every "
                     "enrollment clip in some dimension (e.g. %r); their head "
                     "there was chosen by RMSE, flagged as constant_dims in "
                     "the mapping", len(const), const[0])
-  small = [n for n, m in out["annotators"].items() if m["margin"] < 0.01]
+  small = [n for n, m in annotators.items() if m["margin"] < 0.01]
   logging.info("enrolled %d annotators on %d clips -> %s; %d with a score "
                "margin < 0.01 (several heads fit about equally well)",
-               len(names), len(used), out_dir, len(small))
-  return out
+               len(names), len({c for cl in clip_lists for c in cl}),
+               out_dir, len(small))
+  return annotators
+
+
+def _suggest(p, bundle, out_dir, names, clip_lists, ids, scores, counts
+             ) -> str:
+  """suggestions.csv: for every annotator (rated ones, and those named in
+  config.predict.annotators that have no ratings yet) the
+  config.predict.propose clips of the pool they have not rated on which the
+  heads still in contention disagree most (adaptive.py). Its columns are
+  those of the ratings CSV (clip, annotator, one empty column per
+  dimension) plus rank and spread (the posterior s.d. of the heads'
+  predictions, on [-1, 1]): fill in the ratings, delete rows not rated, and
+  pass it back in config.predict.ratings (comma-separated after the
+  earlier files) for the next round."""
+  if bundle.categorical:
+    raise ValueError("suggested clips (config.predict.pool) need "
+                     "dimensional heads; this bundle's are categorical")
+  if p.propose < 1:
+    raise ValueError(f"config.predict.propose={p.propose}: suggest at least "
+                     "one clip per annotator")
+  pool_ids, pool_emb = _embeddings(p.pool)
+  fresh = [a for a in (s.strip() for s in p.annotators.split(","))
+           if a and a not in set(names)]
+  everyone = list(names) + fresh
+  if not everyone:
+    raise ValueError("no annotator to suggest clips for: give ratings "
+                     "(config.predict.ratings) or names "
+                     "(config.predict.annotators)")
+  kernel, bias = bundle.heads()
+  pred = adaptive.head_predictions(bundle.features(pool_emb), kernel, bias)
+  weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
+                    np.float32)  # no ratings: every head in contention
+  if len(names):
+    weights[:len(names)] = adaptive.posterior_weights(
+        scores, counts, np.float32(p.temperature))
+  available = np.ones((len(everyone), len(pool_ids)), bool)
+  for i, clips in enumerate(clip_lists):
+    available[i] = ~np.isin(pool_ids, ids[clips])
+  picks, var = adaptive.propose(pred, weights, available, p.propose, p.noise)
+  path = os.path.join(out_dir, "suggestions.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["clip", "annotator", *bundle.dims, "rank", "spread"])
+    for name, row, v in zip(everyone, picks, var):
+      for rank, (c, vv) in enumerate(zip(row, v), start=1):
+        if c >= 0:
+          w.writerow([pool_ids[c], name, *[""] * len(bundle.dims), rank,
+                      f"{np.sqrt(vv):.4g}"])
+  short = [n for n, row in zip(everyone, picks) if (row < 0).any()]
+  logging.info("suggested up to %d clips each for %d annotators (%d without "
+               "ratings yet) from a pool of %d -> %s", p.propose,
+               len(everyone), len(fresh), len(pool_ids), path)
+  if short:
+    logging.warning("%d annotator(s) have rated (nearly) the whole pool and "
+                    "got fewer suggestions (e.g. %r)", len(short), short[0])
+  return path
 
 
 def run_predict(config, workdir: str) -> str:

@@ -172,6 +172,19 @@ def get_config():
   config.predict.score = "ccc"
   config.predict.top_k = 1
   config.predict.weighted = False
+  # enroll: embeddings of candidate clips (as `embeddings`; may be the same
+  # file): suggest the next `propose` clips each annotator should rate
+  # (<workdir>/enroll/suggestions.csv, adaptive enrollment), also for the
+  # comma-separated `annotators` who have no ratings yet. The posterior over
+  # heads uses `temperature` (the protocol tunes one per seed on source
+  # held-out raters: eval/results.json, posterior_tuning); `noise` (rating
+  # noise variance on [-1, 1]) keeps one round's clips from repeating each
+  # other.
+  config.predict.pool = ""
+  config.predict.propose = 5
+  config.predict.annotators = ""
+  config.predict.temperature = 1.0
+  config.predict.noise = 0.1
   # predict: the mapping written by enroll; empty = <workdir>/enroll/...
   config.predict.mapping = ""
   # predict: clip predictions to the rating scale ([-1, 1] and

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from annojax import adaptive
 from annojax import export
 from annojax import jobs
 from annojax import train
@@ -183,3 +184,97 @@ def test_bundle_standardises_raw_embeddings_like_prepare(trained_tiny,
       b.features(raw), train.trunk_features(graphdef, params,
                                             table.embeddings),
       rtol=1e-4, atol=1e-4)
+
+
+def _read_csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_enroll_suggests_clips_in_rounds(tiny_config, bundle_dir, tmp_path):
+  """A listening test in rounds from the bundle alone: round 0 names two new
+  listeners with no ratings and gets the pool's most disputed clips (the
+  same for both: every head is in contention, as adaptive.propose says);
+  each round's suggestions file, filled in, is passed back with the earlier
+  ones (comma-separated); no clip is suggested twice to a listener; the
+  listener who rates like head 7 is mapped to it."""
+  b = export.load(bundle_dir)
+  rng = np.random.default_rng(5)
+  n_pool = 60
+  emb = rng.standard_normal((n_pool, b.info["embedding_dim"])
+                            ).astype(np.float32)
+  ids = np.array([f"pool_{i:03d}" for i in range(n_pool)])
+  np.savez(tmp_path / "pool.npz", clip_ids=ids, embeddings=emb)
+  kernel, bias = b.heads()
+  truth = np.clip(np.einsum("cdh,dh->cd", b.features(emb), kernel[7])
+                  + bias[7], -1, 1)
+  c = tiny_config
+  c.mode = "enroll"
+  c.predict.bundle = bundle_dir
+  c.predict.pool = str(tmp_path / "pool.npz")
+  c.predict.embeddings = ""
+  c.predict.ratings = ""
+  c.predict.annotators = "planted, other"
+  c.predict.propose = 4
+  c.predict.scale = (1.0, 7.0)
+  files, rated = [], {"planted": set(), "other": set()}
+  for rnd in range(3):
+    work = str(tmp_path / f"round{rnd}")
+    out = jobs.run(c, work)["mapping"]
+    sugg = _read_csv(os.path.join(work, "enroll", "suggestions.csv"))
+    assert len(sugg) == 8
+    for who in rated:
+      mine = [r for r in sugg if r["annotator"] == who]
+      assert [int(r["rank"]) for r in mine] == [1, 2, 3, 4]
+      spread = [float(r["spread"]) for r in mine]
+      assert spread == sorted(spread, reverse=True) and spread[-1] > 0
+      assert all(r[d] == "" for r in mine for d in b.dims)
+      assert not {r["clip"] for r in mine} & rated[who]
+    if rnd == 0:
+      assert out["annotators"] == {}
+      pred = adaptive.head_predictions(b.features(emb), kernel, bias)
+      want, _ = adaptive.propose(pred, np.full((1, len(kernel)),
+                                               1 / len(kernel)),
+                                 np.ones((1, n_pool), bool), 4, 0.1)
+      for who in rated:
+        assert [r["clip"] for r in sugg if r["annotator"] == who] == list(
+            ids[want[0]])
+    else:
+      assert out["annotators"]["planted"]["num_clips"] == 4 * rnd
+    for r in sugg:  # the listeners rate the suggested clips
+      i = int(np.flatnonzero(ids == r["clip"])[0])
+      vals = (truth[i] if r["annotator"] == "planted"
+              else rng.uniform(-1, 1, len(b.dims)))
+      for d, v in zip(b.dims, vals):
+        r[d] = f"{1 + (v + 1) * 3:.4f}"
+      rated[r["annotator"]].add(r["clip"])
+    path = tmp_path / f"round{rnd}.csv"
+    with open(path, "w", newline="") as f:
+      w = csv.DictWriter(f, fieldnames=list(sugg[0]))
+      w.writeheader()
+      w.writerows(sugg)
+    files.append(str(path))
+    c.predict.ratings = ",".join(files)
+  out = jobs.run(c, str(tmp_path / "final"))["mapping"]
+  assert out["annotators"]["planted"]["num_clips"] == 12
+  assert out["annotators"]["planted"]["heads"] == [b.annotator_ids[7]]
+
+
+def test_suggestions_refuse_what_cannot_work(tiny_config, bundle_dir,
+                                            tmp_path):
+  b = export.load(bundle_dir)
+  np.savez(tmp_path / "pool.npz", clip_ids=np.array(["a", "b", "c"]),
+           embeddings=np.zeros((3, b.info["embedding_dim"]), np.float32))
+  c = tiny_config
+  c.mode = "enroll"
+  c.predict.bundle = bundle_dir
+  c.predict.pool = str(tmp_path / "pool.npz")
+  c.predict.embeddings = ""
+  c.predict.ratings = ""
+  c.predict.annotators = ""
+  with pytest.raises(ValueError, match="no annotator"):
+    jobs.run(c, str(tmp_path / "w"))
+  c.predict.annotators = "x"
+  c.predict.propose = 0
+  with pytest.raises(ValueError, match="propose"):
+    jobs.run(c, str(tmp_path / "w"))
