@@ -1,6 +1,7 @@
 """Enrollment search: batched annojax.enroll vs a per-candidate numpy loop.
 
   python bench/enroll_bench.py [--heads=500,5000,20000] [--new=10,1000]
+      [--only-beyond] [--only-adaptive --adaptive=NxAxPOOL]
 
 Both methods score the same inputs (N new annotators x K enrollment clips,
 A candidate heads, D dims, H features). The loop is the straightforward
@@ -162,6 +163,46 @@ def beyond_top1(n, a, k, d, h, repeats):
   return best, first, prior_s
 
 
+def adaptive_choice(n, a, pool, d, h, repeats, loop_annotators=50):
+  """Seconds to choose the next clip(s) for N annotators from a pool of
+  `pool` clips and A heads: one batched propose call (1 clip, and a round
+  of 5) against a loop calling it per annotator (timed on the first
+  `loop_annotators` and scaled by N / that), interleaved; the heads'
+  predictions on the pool (once per pool) timed apart."""
+  from annojax import adaptive  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  z = rng.standard_normal((pool, d, h), dtype=np.float32)
+  kernel = rng.standard_normal((a, d, h), dtype=np.float32) / np.sqrt(h)
+  bias = rng.standard_normal((a, d), dtype=np.float32) * 0.1
+  t0 = time.perf_counter()
+  pred = adaptive.head_predictions(z, kernel, bias).block_until_ready()
+  pred_s = time.perf_counter() - t0
+  w = rng.dirichlet(np.ones(a), n).astype(np.float32)
+  avail = rng.random((n, pool)) < 0.9
+  m = min(n, loop_annotators)
+
+  def loop():
+    return [adaptive.propose(pred, w[i:i + 1], avail[i:i + 1], 1)[0]
+            for i in range(m)]
+  runs = {"batched, 1 clip": lambda: adaptive.propose(pred, w, avail, 1),
+          "batched, round of 5": lambda: adaptive.propose(pred, w, avail, 5),
+          "per-annotator loop, 1 clip": loop}
+  best = {}
+  for name, fn in runs.items():
+    fn()  # compile
+    best[name] = float("inf")
+  for _ in range(repeats):
+    for name, fn in runs.items():
+      t0 = time.perf_counter()
+      fn()
+      best[name] = min(best[name], time.perf_counter() - t0)
+  best["per-annotator loop, 1 clip"] *= n / m
+  got = runs["batched, 1 clip"]()[0][:m, 0]
+  want = np.concatenate(loop())[:, 0]
+  assert (got == want).all(), "batched and per-annotator picks differ"
+  return best, pred_s
+
+
 def run_child(method, n, a, args):
   cmd = [sys.executable, __file__, "--child", method, "--n", str(n),
          "--a", str(a), "--k", str(args.k), "--d", str(args.d),
@@ -190,6 +231,9 @@ def main():
   p.add_argument("--beyond", default="1000x20000",
                  help="NxA for the top-1 vs mixture vs EB table ('' = skip)")
   p.add_argument("--only-beyond", action="store_true")
+  p.add_argument("--adaptive", default="1000x20000x500",
+                 help="NxAxPOOL for the adaptive next-clip table ('' = skip)")
+  p.add_argument("--only-adaptive", action="store_true")
   p.add_argument("--child")
   p.add_argument("--n", type=int)
   p.add_argument("--a", type=int)
@@ -201,6 +245,9 @@ def main():
     return
   if args.only_beyond:
     _print_beyond(args)
+    return
+  if args.only_adaptive:
+    _print_adaptive(args)
     return
   rows = []
   print(f"K={args.k} enrollment clips (variable, padded), D={args.d}, "
@@ -230,6 +277,22 @@ def main():
     print(f"  N={b['n']:5d} A={b['a']:6d}: "
           f"{b['seconds'] / (b['n'] * b['a']) * 1e6:.3f}")
   _print_beyond(args)
+  _print_adaptive(args)
+
+
+def _print_adaptive(args):
+  if not args.adaptive:
+    return
+  n, a, pool = (int(x) for x in args.adaptive.split("x"))
+  best, pred_s = adaptive_choice(n, a, pool, args.d, args.h, args.repeats)
+  print(f"\nAdaptive choice of the next clip(s), N = {n} annotators, A = {a} "
+        f"heads, a pool of {pool} clips, seconds (best of interleaved "
+        "repeats; the loop scaled from its first 50 annotators):\n")
+  print("| call | seconds | / batched 1 clip |")
+  print("|---|---|---|")
+  for name, sec in best.items():
+    print(f"| {name} | {sec:.3f} | {sec / best['batched, 1 clip']:.1f}x |")
+  print(f"\nHeads' predictions on the pool (once per pool): {pred_s:.2f} s")
 
 
 def _print_beyond(args):

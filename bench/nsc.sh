@@ -10,7 +10,8 @@
 # the three partitions again with head_shrinkage=100
 # (bench/results/nsc_shrinkage.md).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
-# and pooled CCC_ind, every row, both dimensions); each run's own table is
+# and pooled CCC_ind, every row, both dimensions; adaptive vs random
+# enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
 # copied to bench/results/nsc_p<seed>.md. ~5 min on 2 cores. Skips (exit 0)
 # when ../shared/data/nsc is absent.
 set -euo pipefail
@@ -32,7 +33,7 @@ python -m annojax.main --config=configs/nsc.py --workdir="$work/raw" \
   --config.data.standardize=False --config.train.progress_bar=False
 cp "$work/raw/eval/results.md" bench/results/nsc_raw.md
 python bench/nsc_table.py "${runs[@]}" --raw="$work/raw/eval/results.json" \
-  --out=bench/results/nsc.md
+  --out=bench/results/nsc.md --plot=bench/results/nsc_adaptive.png
 # Heads that share strength (config.model.head_shrinkage), same partitions.
 shrunk=()
 for p in 0 1 2; do

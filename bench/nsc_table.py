@@ -1,7 +1,7 @@
 """Combines protocol results of several NSC partitions into one table.
 
   python bench/nsc_table.py RESULTS.json [...] [--raw=RESULTS.json]
-      [--out=bench/results/nsc.md]
+      [--out=bench/results/nsc.md] [--plot=bench/results/nsc_adaptive.png]
 
 Each results.json is one listener x speaker partition (configs/nsc.py,
 data.partition_seed) with its evaluation seeds. Replicates = (partition,
@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
+from annojax import plots  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
 
@@ -80,6 +81,15 @@ def markdown(res, table, raw=None):
         v = _runs(raw, "pooled", row, d)
         cells.append(f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
+  sizes = [int(k.partition("@")[2]) for k in table
+           if k.startswith("adaptive_most_similar@")]
+  for kind, unit in (("rows", "per fold, paired over runs"),
+                     ("pooled", "pooled, paired over replicates")):
+    if sizes:
+      cmp = evaluate.compare_adaptive(
+          lambda row, d, kind=kind: np.concatenate(
+              [_runs(r, kind, row, d) for r in res]), sizes, DIMS)
+      lines += [""] + evaluate.adaptive_markdown(cmp, DIMS, unit)
   warnings = [w for r in res for w in r["protocol"]["warnings"]]
   lines += [""] + [f"Warning: {w}." for w in warnings]
   return "\n".join(lines) + "\n"
@@ -90,8 +100,18 @@ def main():
   p.add_argument("results", nargs="+")
   p.add_argument("--raw", default="")
   p.add_argument("--out", default="")
+  p.add_argument("--plot", default="",
+                 help="PNG: pooled CCC_ind vs rated clips, adaptive vs "
+                      "random (when the runs have adaptive rows)")
   args = p.parse_args()
   res, table = combine(args.results)
+  sizes = [int(k.partition("@")[2]) for k in table
+           if k.startswith("adaptive_most_similar@")]
+  if args.plot and sizes:
+    rows = {row: {"ccc_ind": {d: {"mean": table[row][d]["pooled"][0]}
+                              for d in DIMS}} for row in table}
+    plots.adaptive_vs_random(rows, "ccc_ind", DIMS, sizes, args.plot,
+                             "NSC pooled: ")
   raw = json.load(open(args.raw)) if args.raw else None
   text = markdown(res, table, raw)
   print(text)
