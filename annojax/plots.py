@@ -37,15 +37,24 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
       if row in rows:
         ax.axhline(rows[row][metric][d]["mean"], ls="--", lw=1,
                    color=f"C{i + 3}", label=label)
-    ax.set_xticks(x, names)
-    ax.set_xlabel("enrollment clips")
-    ax.set_ylabel(metric)
-    ax.set_title(d)
-    ax.grid(alpha=0.3)
+    _label(ax, x, names, "enrollment clips", metric, d)
+  _legend_and_save(fig, axes, path, ncol=4, bottom=0.12)
+
+
+def _label(ax, x, names, xlabel, ylabel, title):
+  ax.set_xticks(x, names)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+
+
+def _legend_and_save(fig, axes, path, ncol, bottom):
+  """One legend under the panels (the first panel's entries), saved."""
   handles, labels = axes[0][0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8,
+  fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8,
              frameon=False)
-  fig.tight_layout(rect=(0, 0.12, 1, 1))
+  fig.tight_layout(rect=(0, bottom, 1, 1))
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
@@ -77,17 +86,8 @@ def adaptive_vs_random(rows: dict, metric: str, dims, sizes, path: str,
       if row in rows:
         ax.axhline(rows[row][metric][d]["mean"], ls=style, lw=1.2,
                    color="k" if row == "oracle" else "0.5", label=label)
-    ax.set_xticks(ks)
-    ax.set_xlabel("rated clips")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{title}{d}")
-    ax.grid(alpha=0.3)
-  handles, labels = axes[0][0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
-             frameon=False)
-  fig.tight_layout(rect=(0, 0.16, 1, 1))
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+    _label(ax, ks, ks, "rated clips", metric, f"{title}{d}")
+  _legend_and_save(fig, axes, path, ncol=3, bottom=0.16)
 
 
 def scale_use(stats: dict, path: str):

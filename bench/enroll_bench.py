@@ -147,8 +147,15 @@ def beyond_top1(n, a, k, d, h, repeats):
 
   def eb():
     return posterior.eb_heads(z, y, mask, prior, 0.1)
-  runs = {"top-1 search": top1, "posterior mixture": mixture,
-          "empirical-Bayes head": eb}
+  best, first = _interleaved({"top-1 search": top1,
+                              "posterior mixture": mixture,
+                              "empirical-Bayes head": eb}, repeats)
+  return best, first, prior_s
+
+
+def _interleaved(runs, repeats):
+  """(best seconds, first-call seconds) of each named call: one first call
+  each (compiles), then `repeats` rounds of all calls in turn."""
   first, best = {}, {}
   for name, fn in runs.items():
     t0 = time.perf_counter()
@@ -160,7 +167,7 @@ def beyond_top1(n, a, k, d, h, repeats):
       t0 = time.perf_counter()
       fn()
       best[name] = min(best[name], time.perf_counter() - t0)
-  return best, first, prior_s
+  return best, first
 
 
 def adaptive_choice(n, a, pool, d, h, repeats, loop_annotators=50):
@@ -187,15 +194,7 @@ def adaptive_choice(n, a, pool, d, h, repeats, loop_annotators=50):
   runs = {"batched, 1 clip": lambda: adaptive.propose(pred, w, avail, 1),
           "batched, round of 5": lambda: adaptive.propose(pred, w, avail, 5),
           "per-annotator loop, 1 clip": loop}
-  best = {}
-  for name, fn in runs.items():
-    fn()  # compile
-    best[name] = float("inf")
-  for _ in range(repeats):
-    for name, fn in runs.items():
-      t0 = time.perf_counter()
-      fn()
-      best[name] = min(best[name], time.perf_counter() - t0)
+  best, _ = _interleaved(runs, repeats)
   best["per-annotator loop, 1 clip"] *= n / m
   got = runs["batched, 1 clip"]()[0][:m, 0]
   want = np.concatenate(loop())[:, 0]

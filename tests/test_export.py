@@ -191,6 +191,16 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+def _pool_config(config, bundle_dir, pool):
+  """enroll from the bundle with a pool of candidate clips only."""
+  config.mode = "enroll"
+  config.predict.bundle = bundle_dir
+  config.predict.pool = str(pool)
+  config.predict.embeddings = config.predict.ratings = ""
+  config.predict.annotators = ""
+  return config
+
+
 def test_enroll_suggests_clips_in_rounds(tiny_config, bundle_dir, tmp_path):
   """A listening test in rounds from the bundle alone: round 0 names two new
   listeners with no ratings and gets the pool's most disputed clips (the
@@ -208,12 +218,7 @@ def test_enroll_suggests_clips_in_rounds(tiny_config, bundle_dir, tmp_path):
   kernel, bias = b.heads()
   truth = np.clip(np.einsum("cdh,dh->cd", b.features(emb), kernel[7])
                   + bias[7], -1, 1)
-  c = tiny_config
-  c.mode = "enroll"
-  c.predict.bundle = bundle_dir
-  c.predict.pool = str(tmp_path / "pool.npz")
-  c.predict.embeddings = ""
-  c.predict.ratings = ""
+  c = _pool_config(tiny_config, bundle_dir, tmp_path / "pool.npz")
   c.predict.annotators = "planted, other"
   c.predict.propose = 4
   c.predict.scale = (1.0, 7.0)
@@ -265,13 +270,7 @@ def test_suggestions_refuse_what_cannot_work(tiny_config, bundle_dir,
   b = export.load(bundle_dir)
   np.savez(tmp_path / "pool.npz", clip_ids=np.array(["a", "b", "c"]),
            embeddings=np.zeros((3, b.info["embedding_dim"]), np.float32))
-  c = tiny_config
-  c.mode = "enroll"
-  c.predict.bundle = bundle_dir
-  c.predict.pool = str(tmp_path / "pool.npz")
-  c.predict.embeddings = ""
-  c.predict.ratings = ""
-  c.predict.annotators = ""
+  c = _pool_config(tiny_config, bundle_dir, tmp_path / "pool.npz")
   with pytest.raises(ValueError, match="no annotator"):
     jobs.run(c, str(tmp_path / "w"))
   c.predict.annotators = "x"
