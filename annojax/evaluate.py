@@ -271,7 +271,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       out["oracle"] = head_pred(rows, pos, *oracle.head_params(kernel, bias))
       def enrollment_rows(chosen, name, prefix=""):
         """most_similar / mixture / eb rows from each annotator's chosen
-        pool rows; returns the packed set and its mapped heads."""
+        pool rows -> (mapped heads), (packed clips, ratings, mask)."""
         clips = [table.pair_clip[c] for c in chosen]
         ys = [table.pair_values[c] for c in chosen]
         scores, cidx, y_e, m_e = enroll.enrollment_scores(
@@ -340,10 +340,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"}}
   if adaptive_sizes:
     results["adaptive_vs_random"] = {
-        table: compare_adaptive(
+        which: compare_adaptive(
             lambda row, d, part=part: part["rows"][row][metric_names[0]][d][
                 "runs"], adaptive_sizes, columns)
-        for table, part in (("per_fold", results),
+        for which, part in (("per_fold", results),
                             ("pooled", results["pooled"]))}
   shared = dict(prepared.overlap) if prepared.overlap else None
   results["protocol"] = {

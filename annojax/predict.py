@@ -110,12 +110,12 @@ def run_enroll(config, workdir: str) -> dict:
     raise ValueError(f"this bundle's heads are categorical: set "
                      f"--config.predict.score to one of "
                      f"{enroll_lib.CATEGORICAL_SCORES}, not {p.score!r}")
-  ids, emb = _embeddings(p.embeddings or p.pool)
-  if p.pool and p.embeddings:  # rated clips may be in either file
-    pool_ids, pool_emb = _embeddings(p.pool)
-    new = ~np.isin(pool_ids, ids)
-    ids = np.concatenate([ids, pool_ids[new]])
-    emb = np.concatenate([emb, pool_emb[new]])
+  pool = _embeddings(p.pool) if p.pool else None
+  ids, emb = _embeddings(p.embeddings) if p.embeddings else pool
+  if pool is not None and p.embeddings:  # rated clips: in either file
+    new = ~np.isin(pool[0], ids)
+    ids = np.concatenate([ids, pool[0][new]])
+    emb = np.concatenate([emb, pool[1][new]])
   table = _enrollment_table(p, bundle, ids)
   row_of = {c: i for i, c in enumerate(ids)}
   names = np.unique(table.annotator) if table is not None else np.array([])
@@ -142,9 +142,9 @@ def run_enroll(config, workdir: str) -> dict:
     mapping = enroll_lib.mapping(scores, y_e, m_e, p.top_k, p.weighted)
     out["annotators"] = _write_mapping(out_dir, out, bundle, names,
                                        clip_lists, mapping)
-  if p.pool:
-    out["suggestions"] = _suggest(p, bundle, out_dir, names, clip_lists,
-                                  ids, scores, counts)
+  if pool is not None:
+    out["suggestions"] = _suggest(p, bundle, out_dir, pool, names,
+                                  clip_lists, ids, scores, counts)
   return out
 
 
@@ -191,8 +191,8 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
   return annotators
 
 
-def _suggest(p, bundle, out_dir, names, clip_lists, ids, scores, counts
-             ) -> str:
+def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
+             counts) -> str:
   """suggestions.csv: for every annotator (rated ones, and those named in
   config.predict.annotators that have no ratings yet) the
   config.predict.propose clips of the pool they have not rated on which the
@@ -208,7 +208,7 @@ def _suggest(p, bundle, out_dir, names, clip_lists, ids, scores, counts
   if p.propose < 1:
     raise ValueError(f"config.predict.propose={p.propose}: suggest at least "
                      "one clip per annotator")
-  pool_ids, pool_emb = _embeddings(p.pool)
+  pool_ids, pool_emb = pool
   fresh = [a for a in (s.strip() for s in p.annotators.split(","))
            if a and a not in set(names)]
   everyone = list(names) + fresh
