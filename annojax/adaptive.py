@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from annojax import enroll
+from annojax import posterior
 
 
 def head_predictions(z, kernel, bias) -> jax.Array:
@@ -45,13 +46,6 @@ def head_predictions(z, kernel, bias) -> jax.Array:
 @jax.jit
 def _head_predictions(z, kernel, bias):
   return jnp.einsum("cdh,adh->cad", z, kernel) + bias[None]
-
-
-@jax.jit
-def posterior_weights(scores, counts, temperature):
-  """[N, A] posterior over heads: softmax(counts x scores / T); an
-  annotator with no ratings yet (count 0) gets uniform weights."""
-  return jax.nn.softmax(scores * counts[:, None] / temperature, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -95,7 +89,7 @@ def propose(pred, weights, available, n: int = 1, noise: float = 0.1):
   Args:
     pred: [C, A, D] every head's prediction on every candidate clip
       (head_predictions).
-    weights: [N, A] posterior over heads (posterior_weights).
+    weights: [N, A] posterior over heads (posterior.mixture_weights).
     available: [N, C] bool, the clips each annotator may be asked (not yet
       rated; in a simulation, clips with an existing rating).
     n: clips per annotator this round.
@@ -114,7 +108,8 @@ def propose(pred, weights, available, n: int = 1, noise: float = 0.1):
 
 
 def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
-             score: str = "ccc", head_chunk: int = 1024) -> list[np.ndarray]:
+             score: str = "ccc", head_chunk: int = 1024,
+             names=None) -> list[np.ndarray]:
   """Adaptive enrollment of N annotators whose ratings already exist: one
   clip per round, the rating revealed before the next choice.
 
@@ -124,6 +119,7 @@ def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
     pools: per annotator, (clip indices [m], ratings [m, D]): the only
       clips they may be asked (those they actually rated).
     steps: clips per annotator at most (fewer where the pool is smaller).
+    names: annotator ids for error messages.
   Returns:
     per annotator, positions into their pool in the order chosen (so the
     first k are the adaptive k-clip enrollment set).
@@ -144,11 +140,10 @@ def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
       available[i, picks[i]] = False
     if step + 1 == steps or not available.any():
       break
-    clips, ratings, mask = enroll.pack(
-        [pools[i][0][order[i]] for i in range(n)],
-        [pools[i][1][order[i]] for i in range(n)])
-    scores = enroll.score_heads(z[clips], ratings, mask, kernel, bias, score,
-                                head_chunk)
-    weights = posterior_weights(scores, jnp.asarray(mask.sum(1)),
-                                jnp.float32(temperature))
+    scores, _, _, mask = enroll.enrollment_scores(
+        z, [pools[i][0][order[i]] for i in range(n)],
+        [pools[i][1][order[i]] for i in range(n)], kernel, bias,
+        score=score, head_chunk=head_chunk, names=names)
+    weights = posterior.mixture_weights(scores, jnp.asarray(mask.sum(1)),
+                                        jnp.float32(temperature))
   return [np.asarray(o, np.int64) for o in order]

@@ -269,6 +269,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           [table.pair_values[r] for r in test_by_ann], kernel, bias,
           score=ev.score, head_chunk=ev.head_chunk)
       out["oracle"] = head_pred(rows, pos, *oracle.head_params(kernel, bias))
+      names = [tgt_meta.annotator_ids[a] for a in run.annotators]
+
       def enrollment_rows(chosen, name, prefix=""):
         """most_similar / mixture / eb rows from each annotator's chosen
         pool rows -> (mapped heads), (packed clips, ratings, mask)."""
@@ -276,8 +278,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
         ys = [table.pair_values[c] for c in chosen]
         scores, cidx, y_e, m_e = enroll.enrollment_scores(
             z, clips, ys, kernel, bias, score=ev.score,
-            head_chunk=ev.head_chunk,
-            names=[tgt_meta.annotator_ids[a] for a in run.annotators])
+            head_chunk=ev.head_chunk, names=names)
         mapping = enroll.mapping(scores, y_e, m_e, ev.top_k, ev.weighted)
         k_n, b_n = mapping.head_params(kernel, bias)
         out[f"{prefix}most_similar@{name}"] = head_pred(rows, pos, k_n, b_n)
@@ -317,7 +318,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
         order = adaptive.simulate(
             z, pred_all, [(table.pair_clip[r], table.pair_values[r])
                           for r in run.pool_by_ann], kernel, bias,
-            tuned.temperature, max(adaptive_sizes), ev.score, ev.head_chunk)
+            tuned.temperature, max(adaptive_sizes), ev.score, ev.head_chunk,
+            names)
         for k in adaptive_sizes:
           enrollment_rows([r[o[:k]] for r, o in zip(run.pool_by_ann, order)],
                           _size_name(k), ADAPTIVE)

@@ -118,8 +118,16 @@ def eb_heads(z, ratings, mask, prior: Prior, noise: float
 
 
 @jax.jit
+def mixture_weights(scores, counts, temperature):
+  """[N, A] posterior over heads: softmax(counts x scores / T); an
+  annotator with no clips yet (count 0) gets uniform weights. The mixture
+  rule's weights, and the heads in contention for adaptive.py."""
+  return jax.nn.softmax(scores * counts[:, None] / temperature, axis=-1)
+
+
+@jax.jit
 def _mix(scores, counts, kernel, bias, temperature):
-  w = jax.nn.softmax(scores * counts[:, None] / temperature, axis=-1)
+  w = mixture_weights(scores, counts, temperature)
   return (jnp.einsum("na,adh->ndh", w, kernel),
           jnp.einsum("na,ad->nd", w, bias))
 

@@ -35,6 +35,7 @@ from annojax import adaptive
 from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
+from annojax import posterior
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
@@ -221,7 +222,7 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
   weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
                     np.float32)  # no ratings: every head in contention
   if len(names):
-    weights[:len(names)] = adaptive.posterior_weights(
+    weights[:len(names)] = posterior.mixture_weights(
         scores, counts, np.float32(p.temperature))
   available = np.ones((len(everyone), len(pool_ids)), bool)
   for i, clips in enumerate(clip_lists):

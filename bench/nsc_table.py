@@ -50,6 +50,12 @@ def combine(paths):
   return res, out
 
 
+def _adaptive_sizes(table):
+  """The enrollment sizes that have adaptive rows."""
+  return [int(k.partition("@")[2]) for k in table
+          if k.startswith(evaluate.ADAPTIVE + "most_similar@")]
+
+
 def markdown(res, table, raw=None):
   n_rep = sum(r["protocol"]["seeds"] for r in res)
   n_runs = sum(r["protocol"]["runs"] for r in res)
@@ -81,8 +87,7 @@ def markdown(res, table, raw=None):
         v = _runs(raw, "pooled", row, d)
         cells.append(f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
-  sizes = [int(k.partition("@")[2]) for k in table
-           if k.startswith("adaptive_most_similar@")]
+  sizes = _adaptive_sizes(table)
   for kind, unit in (("rows", "per fold, paired over runs"),
                      ("pooled", "pooled, paired over replicates")):
     if sizes:
@@ -105,8 +110,7 @@ def main():
                       "random (when the runs have adaptive rows)")
   args = p.parse_args()
   res, table = combine(args.results)
-  sizes = [int(k.partition("@")[2]) for k in table
-           if k.startswith("adaptive_most_similar@")]
+  sizes = _adaptive_sizes(table)
   if args.plot and sizes:
     rows = {row: {"ccc_ind": {d: {"mean": table[row][d]["pooled"][0]}
                               for d in DIMS}} for row in table}

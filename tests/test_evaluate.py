@@ -241,6 +241,15 @@ def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
           assert len(got) == (len(pool) if k == 0 else min(k, len(pool)))
           assert not set(table.speakers[got]) & set(test_spk)
           checked += 1
+      # The adaptive simulation reveals ratings from the same pools only,
+      # one more clip per annotator each round.
+      for step in range(1, max(ev.adaptive_sizes)):
+        clips, is_enrollment = next(it)
+        assert is_enrollment and len(clips) == len(run.annotators)
+        for got, pool in zip(clips, run.pool_by_ann):
+          assert set(got) <= set(table.pair_clip[pool])
+          assert len(set(got)) == len(got) == min(step, len(pool))
+          checked += 1
       # Adaptive sets: from the same pools, one order per annotator (the
       # k-clip set is the first k of it).
       before = None
