@@ -31,9 +31,10 @@ from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
 
 # 2: adds the feature standardizer. Version-1 bundles (trained on raw
-# features, no standardizer) still load.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# features, no standardizer) still load. 3: the standardizer's clip
+# (config.data.feature_clip); a version-2 bundle has none (not clipped).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclasses.dataclass
@@ -63,7 +64,8 @@ class Bundle:
                        f"({self.info['features']})")
     std = self.info.get("standardizer") or {}
     x = prepare_lib.apply_standardizer(embeddings, std.get("mean"),
-                                       std.get("std"))
+                                       std.get("std"), std.get("clip"),
+                                       "embeddings to predict")
     return train.trunk_features(self.graphdef, self.params, x)
 
   def heads(self) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +90,8 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
       "ratings_scale": "[-1, 1] (min-max rescaled from the corpus scale)",
       "standardizer": (None if meta.feature_mean is None else {
           "mean": meta.feature_mean.tolist(),
-          "std": meta.feature_std.tolist()}),
+          "std": meta.feature_std.tolist(),
+          "clip": meta.feature_clip}),
       "trained_in": os.path.abspath(workdir),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }

@@ -53,6 +53,11 @@ def get_config():
   # Features on very different scales (openSMILE: F0 ~40, jitter ~0.01)
   # otherwise train a model that predicts a constant.
   config.data.standardize = True
+  # ... and limit the standardised values to +-feature_clip s.d.s (0: no
+  # limit). A feature nearly constant on the pre-training speakers can put
+  # a new speaker's clip hundreds of s.d.s out (NSC eGeMAPS: up to 486),
+  # and the model's predictions for it with it. Clipped values are logged.
+  config.data.feature_clip = 5.0
   # Prepare fails when the target shares clips, speakers or annotators with
   # the pre-training data (its test material would not be unseen). List the
   # kinds to allow anyway, e.g. ("annotators",); results then say so.

@@ -235,6 +235,36 @@ def _files_config(config, root):
   return config
 
 
+def test_standardised_features_are_clipped_at_feature_clip(tiny_config,
+                                                          tmp_path):
+  """A target clip with a feature far outside the pre-training speakers'
+  range (NSC eGeMAPS: 486 s.d.) is stored at +-config.data.feature_clip;
+  every other value is as without the limit; 0 turns it off."""
+  root = _write_generic(tmp_path / "in")
+  with np.load(root / "tgt.npz") as f:
+    arrays = dict(f)
+  arrays["embeddings"][3, 2] = 1e4  # clip tgt_s0_c3
+  np.savez(root / "tgt.npz", **arrays)
+  c = _files_config(tiny_config, root)
+  assert c.data.feature_clip == 5.0
+  clipped = prepare.prepare(c, str(tmp_path / "w"))
+  assert pipeline.read_meta(clipped.target).feature_clip == 5.0
+  c.data.feature_clip = 0
+  free = prepare.prepare(c, str(tmp_path / "w"))
+  assert pipeline.read_meta(free.target).feature_clip is None
+  a = pipeline.load_table(clipped.target, "full")
+  b = pipeline.load_table(free.target, "full")
+  i = list(a.clip_ids).index("tgt_s0_c3")
+  assert a.embeddings[i, 2] == 5.0 and b.embeddings[i, 2] > 1000
+  rest = np.ones(a.embeddings.shape, bool)
+  rest[i, 2] = False
+  assert np.abs(b.embeddings[rest]).max() < 5
+  np.testing.assert_array_equal(a.embeddings[rest], b.embeddings[rest])
+  c.data.feature_clip = -1.0
+  with pytest.raises(ValueError, match="feature_clip"):
+    prepare.prepare(c, str(tmp_path / "w"))
+
+
 def test_fingerprint_covers_the_input_files_content(tiny_config, tmp_path):
   root = _write_generic(tmp_path / "in")
   c = _files_config(tiny_config, root)

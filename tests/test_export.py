@@ -184,6 +184,16 @@ def test_bundle_standardises_raw_embeddings_like_prepare(trained_tiny,
       b.features(raw), train.trunk_features(graphdef, params,
                                             table.embeddings),
       rtol=1e-4, atol=1e-4)
+  # ... and limits them as prepare did (config.data.feature_clip): a raw
+  # value far out gives the features of a clip at the limit.
+  clip = b.info["standardizer"]["clip"]
+  assert clip == config.data.feature_clip == 5.0
+  far, at_limit = raw[:2].copy(), table.embeddings[:2].copy()
+  far[0, 1] = b.info["standardizer"]["mean"][1] + 1e4
+  at_limit[0, 1] = clip
+  np.testing.assert_allclose(
+      b.features(far), train.trunk_features(graphdef, params, at_limit),
+      rtol=1e-4, atol=1e-4)
 
 
 def _read_csv(path):

@@ -43,7 +43,7 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, corpus: corpus_lib.Corpus,
                splits: dict[str, np.ndarray], index: ratings_lib.AnnotatorIndex,
-               consensus: np.ndarray, standardizer=(None, None), **kwargs):
+               consensus: np.ndarray, standardizer=(None, None, None), **kwargs):
     self._corpus = corpus
     self._splits = splits
     self._index = index
@@ -94,6 +94,8 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
             # the source training split's statistics (None: as given).
             feature_mean=_list(self._standardizer[0]),
             feature_std=_list(self._standardizer[1]),
+            # ... then limited to [-clip, clip] (None: not limited).
+            feature_clip=self._standardizer[2],
             # {reason: rating rows} dropped or merged between the corpus
             # files and this dataset (Ratings.dropped).
             dropped={str(k): int(v)
@@ -150,7 +152,7 @@ def dataset_dir(data_dir: str, corpus_name: str) -> str:
 def build(corpus: corpus_lib.Corpus, splits: dict[str, np.ndarray],
           index: ratings_lib.AnnotatorIndex, data_dir: str,
           consensus: np.ndarray | None = None,
-          standardizer=(None, None)) -> str:
+          standardizer=(None, None, None)) -> str:
   """Writes the dataset (if not there yet); returns its directory.
 
   consensus [C, D]: per clip (aligned with corpus.clips) the mean of all its

@@ -60,6 +60,7 @@ class Meta:
   # Standardizer the stored embeddings went through (None: none).
   feature_mean: np.ndarray | None = None
   feature_std: np.ndarray | None = None
+  feature_clip: float | None = None  # then limited to +-clip s.d.s
   # {reason: rating rows} dropped or merged on the way from the files.
   dropped: dict = dataclasses.field(default_factory=dict)
   # {split: the most ratings any of its clips has}.
@@ -80,6 +81,7 @@ def read_meta(path: str) -> Meta:
               split_sizes={k: int(v) for k, v in md["split_clips"].items()},
               feature_mean=_array(md.get("feature_mean")),
               feature_std=_array(md.get("feature_std")),
+              feature_clip=md.get("feature_clip"),
               dropped=dict(md.get("dropped") or {}),
               max_raters={k: int(v) for k, v in md["max_raters"].items()})
 

@@ -163,13 +163,42 @@ def standardizer(embeddings: np.ndarray, chunk: int = 1 << 16
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-def apply_standardizer(embeddings: np.ndarray, mean, std) -> np.ndarray:
-  """(x - mean) / std in float32, in one new array."""
+def apply_standardizer(embeddings: np.ndarray, mean, std, clip=None,
+                       what: str = "embeddings") -> np.ndarray:
+  """(x - mean) / std in float32, in one new array, then limited to
+  [-clip, clip] when clip is set (None / 0: not limited); how many values
+  were limited, and in which features, is logged (naming `what`)."""
   out = np.array(embeddings, np.float32)
-  if mean is not None:
-    out -= np.asarray(mean, np.float32)
-    out /= np.asarray(std, np.float32)
+  if mean is None:
+    return out
+  out -= np.asarray(mean, np.float32)
+  out /= np.asarray(std, np.float32)
+  if clip:
+    beyond = np.abs(out) > clip
+    if beyond.any():
+      per = beyond.sum(0)
+      worst = np.argsort(-per)[:5]
+      logging.warning(
+          "%s: %d of %d standardised feature values lie beyond +-%g s.d. of "
+          "the source training split and are clipped to it "
+          "(config.data.feature_clip); most in features %s, largest |z| "
+          "%.1f", what, int(beyond.sum()), beyond.size, clip,
+          {int(j): int(per[j]) for j in worst if per[j]},
+          float(np.abs(out).max()))
+      np.clip(out, -clip, clip, out=out)
   return out
+
+
+def feature_clip(cfg) -> float | None:
+  """config.data.feature_clip, checked: None (off) or a positive number of
+  source-training s.d.s; only standardised features are limited."""
+  clip = cfg.get("feature_clip")
+  if clip is None or clip == 0 or not cfg.standardize:
+    return None
+  if not clip > 0:
+    raise ValueError(f"config.data.feature_clip={clip!r}: use a positive "
+                     "number of s.d.s (e.g. 5), or 0 / None for none")
+  return float(clip)
 
 
 def speaker_splits(speakers: np.ndarray, fractions: dict[str, float],
@@ -246,14 +275,19 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
   shared = overlap(tables[0], tables[1], tuple(cfg.allow_overlap))
   # Standardise every embedding with the source TRAINING split's statistics
   # (stored in the datasets' metadata and the export bundle).
+  # Values beyond +-config.data.feature_clip s.d. are limited to it: a
+  # feature nearly constant on the pre-training speakers can put a new
+  # speaker hundreds of s.d.s out (NSC eGeMAPS: |z| up to 486), and the
+  # model's output on that clip with it.
   mean = std = None
+  clip = feature_clip(cfg)
   if cfg.standardize:
     src_corpus, src_splits, _ = kept[0]
     mean, std = standardizer(src_corpus.embeddings[src_splits["train"]])
   paths = []
   for corpus, splits, cons in kept:
     corpus = dataclasses.replace(corpus, embeddings=apply_standardizer(
-        corpus.embeddings, mean, std))
+        corpus.embeddings, mean, std, clip, corpus.name))
     index = ratings_lib.AnnotatorIndex.from_ids(corpus.ratings.annotator)
     logging.info("%s: %d clips, %d annotators, %d ratings; splits %s; "
                  "rating rows dropped or merged: %s",
@@ -262,7 +296,7 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
                  corpus.ratings.dropped or "none")
     paths.append(builder_lib.build(corpus, splits, index, out_dir,
                                    consensus=cons,
-                                   standardizer=(mean, std)))
+                                   standardizer=(mean, std, clip)))
   write_json(record, {"source": os.path.relpath(paths[0], out_dir),
                       "target": os.path.relpath(paths[1], out_dir),
                       "overlap": shared})
