@@ -37,6 +37,14 @@ Rows (each gives one prediction per test (clip, annotator) pair):
                  random draws, only clips the annotator rated in the
                  training speakers' pool can be chosen
   oracle         the best head chosen on the test clips (an upper bound)
+  oracle_calibrated
+                 the aggregate at each annotator's mean and s.d. over ALL
+                 their ratings (test clips included): the ceiling of any
+                 per-annotator calibration of the aggregate
+  oracle_chance  the oracle's choice with each annotator's test clips
+                 shuffled among their ratings: what picking the best of A
+                 heads on so few test ratings reaches by luck (NSC: about
+                 the oracle itself, so there the oracle is no ceiling)
 Metrics: CCC_ind and CCC_con (mean prediction vs the consensus of ALL the
 clip's ratings) per dimension, mean +- std over runs. Pooled evaluation,
 for small targets (a listener with 3-4 test clips per fold gives a CCC that
@@ -244,6 +252,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       tuned_by_seed.append(dataclasses.asdict(tuned))
     if adaptive_sizes:
       pred_all = adaptive.head_predictions(z, kernel, bias)
+    if not categorical:  # each annotator's mean and s.d. over ALL ratings
+      calibrated_all = _calibrated_on_all(table, agg_clip)
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
@@ -269,6 +279,13 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           [table.pair_values[r] for r in test_by_ann], kernel, bias,
           score=ev.score, head_chunk=ev.head_chunk)
       out["oracle"] = head_pred(rows, pos, *oracle.head_params(kernel, bias))
+      out["oracle_chance"] = _oracle_chance(
+          z, table, rows, pos, test_by_ann, kernel, bias, ev,
+          np.random.default_rng([seed, f, 0xC4A7CE]))
+      if not categorical:
+        ann = table.pair_annotator[rows]
+        out["oracle_calibrated"] = (calibrated_all[0][ann] * out["aggregate"]
+                                    + calibrated_all[1][ann])
       names = [tgt_meta.annotator_ids[a] for a in run.annotators]
 
       def enrollment_rows(chosen, name, prefix=""):
@@ -383,6 +400,36 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           os.path.join(out_dir, f"adaptive_vs_random{name}.png"), title)
   logging.info("evaluation written to %s", out_dir)
   return results
+
+
+def _calibrated_on_all(table, agg_clip):
+  """Per target annotator (a, c) putting the aggregate's predictions at the
+  mean and s.d. of ALL their ratings (test clips included): the ceiling of
+  any per-annotator calibration, the same in every fold."""
+  ann = table.pair_annotator
+  order = np.argsort(ann, kind="stable")
+  groups = np.split(order, np.searchsorted(ann[order],
+                                           np.arange(1, ann.max() + 1)))
+  cidx, y, m = enroll.pack([table.pair_clip[g] for g in groups],
+                           [table.pair_values[g] for g in groups])
+  return baselines.calibrate(agg_clip[cidx], y, m, shrink=0.0)
+
+
+def _oracle_chance(z, table, rows, pos, test_by_ann, kernel, bias, ev, rng):
+  """The oracle's chance level: the same best-of-A choice on the test
+  clips, with each annotator's clips shuffled among their ratings first, so
+  the heads carry no information about them. What the oracle row reaches
+  by luck alone on this many test ratings per annotator."""
+  shuffled = [rng.permutation(table.pair_clip[r]) for r in test_by_ann]
+  chance = enroll.enroll(z, shuffled, [table.pair_values[r]
+                                       for r in test_by_ann],
+                         kernel, bias, score=ev.score,
+                         head_chunk=ev.head_chunk)
+  clips = np.empty(len(rows), int)
+  for i, c in enumerate(shuffled):
+    clips[pos == i] = c
+  k_n, b_n = chance.head_params(kernel, bias)
+  return train.pair_predictions(z, k_n, b_n, clips, pos)
 
 
 def _source_held_out(prepared) -> dict:
@@ -516,14 +563,17 @@ _ROW_KINDS = {"most_similar": 0, "mixture": 1, "eb": 2, "linear_fit": 3,
 _ROW_KINDS.update({ADAPTIVE + k: v + 0.5 for k, v in _ROW_KINDS.items()})
 
 
+_ORACLES = ("oracle", "oracle_calibrated", "oracle_chance")
+
+
 def _row_order(names):
   fixed = ["aggregate", "mean_heads", "random_head"]
-  rest = [n for n in names if n not in fixed and n != "oracle"]
+  rest = [n for n in names if n not in fixed and n not in _ORACLES]
 
   def key(n):
     kind, _, size = n.partition("@")
     return (_ROW_KINDS.get(kind, 9), 1e9 if size == "all" else int(size or 0))
-  return fixed + sorted(rest, key=key) + ["oracle"]
+  return fixed + sorted(rest, key=key) + [n for n in _ORACLES if n in names]
 
 
 def _overlap_line(shared) -> str:

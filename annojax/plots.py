@@ -12,7 +12,8 @@ _CURVES = {"most_similar": "most-similar head", "linear_fit": "linear fit",
            "calibrated": "calibrated aggregate",
            "finetune": "fine-tuned mapped head"}
 _LINES = {"aggregate": "aggregate", "random_head": "random head",
-          "mean_heads": "mean of heads", "oracle": "oracle head"}
+          "mean_heads": "mean of heads", "oracle": "oracle head",
+          "oracle_chance": "oracle head by chance (clips shuffled)"}
 
 
 def ccc_vs_enrollment(results: dict, dims, sizes, path: str):

@@ -51,6 +51,10 @@ def test_protocol_rows_and_claims(trained_tiny, protocol):
     assert m("most_similar@all") > m("random_head") + 0.1
     assert m("most_similar@5") > m("random_head")
     assert m("oracle") >= m("most_similar@all") - 0.02
+    # The oracle's luck alone (test clips shuffled) stays far below it
+    # here, and the calibrated aggregate's ceiling above the aggregate.
+    assert m("oracle_chance") < m("oracle") - 0.2
+    assert m("oracle_calibrated") > m("aggregate")
     assert m("most_similar@all") > m("most_similar@5")
     assert rows["most_similar@all"]["ccc_ind"][d]["t_p"] < 0.05
     assert len(rows["aggregate"]["ccc_ind"][d]["runs"]) == (
@@ -228,10 +232,11 @@ def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
     for f, test_spk in enumerate(folds):
       run = evaluate._Run(table, table.speakers, test_spk, seed, f,  # pylint: disable=protected-access
                           ev.min_test)
-      oracle_clips, is_enrollment = next(it)
-      assert not is_enrollment
       test_clips = set(table.pair_clip[run.test_rows])
-      assert set(np.concatenate(oracle_clips)) == test_clips
+      for _ in ("oracle", "oracle_chance"):  # both choose on the test clips
+        oracle_clips, is_enrollment = next(it)
+        assert not is_enrollment
+        assert set(np.concatenate(oracle_clips)) == test_clips
       for k in ev.enroll_sizes:
         clips, is_enrollment = next(it)
         assert is_enrollment and len(clips) == len(run.annotators)
@@ -311,6 +316,15 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
       "finetune@all": train.pair_predictions(z, k_f, b_f, clip, pos),
   }
   dims = pipeline.read_meta(prepared.target).dims
+  # The aggregate at each annotator's mean and s.d. over all their ratings.
+  every = table.pair_annotator
+  for a in np.unique(ann):
+    p_a = agg_clip[table.pair_clip[every == a]]
+    y_a = table.pair_values[every == a]
+    scale = y_a.std(0) / p_a.std(0)
+    at = ann == a
+    want.setdefault("oracle_calibrated", np.zeros_like(y))[at] = (
+        y_a.mean(0) + scale * (agg_clip[clip[at]] - p_a.mean(0)))
   for row, pred in want.items():
     cell = protocol["rows"][row]
     assert cell["ccc_ind"]["activation"]["run_keys"][0] == [0, 0]
