@@ -272,16 +272,12 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       out["mean_heads"] = mean_clip[table.pair_clip[rows]]
       rand = run.rng.integers(len(kernel), size=len(run.annotators))
       out["random_head"] = head_pred(rows, pos, kernel[rand], bias[rand])
-      # Oracle: choose on the test clips themselves.
+      # Oracle: choose on the test clips themselves; and its chance level.
       test_by_ann = [rows[pos == i] for i in range(len(run.annotators))]
-      oracle = enroll.enroll(
-          z, [table.pair_clip[r] for r in test_by_ann],
-          [table.pair_values[r] for r in test_by_ann], kernel, bias,
-          score=ev.score, head_chunk=ev.head_chunk)
-      out["oracle"] = head_pred(rows, pos, *oracle.head_params(kernel, bias))
-      out["oracle_chance"] = _oracle_chance(
-          z, table, rows, pos, test_by_ann, kernel, bias, ev,
-          np.random.default_rng([seed, f, 0xC4A7CE]))
+      out["oracle"] = _oracle(z, table, pos, test_by_ann, kernel, bias, ev)
+      out["oracle_chance"] = _oracle(
+          z, table, pos, test_by_ann, kernel, bias, ev,
+          shuffle=np.random.default_rng([seed, f, 0xC4A7CE]))
       if not categorical:
         ann = table.pair_annotator[rows]
         out["oracle_calibrated"] = (calibrated_all[0][ann] * out["aggregate"]
@@ -415,21 +411,24 @@ def _calibrated_on_all(table, agg_clip):
   return baselines.calibrate(agg_clip[cidx], y, m, shrink=0.0)
 
 
-def _oracle_chance(z, table, rows, pos, test_by_ann, kernel, bias, ev, rng):
-  """The oracle's chance level: the same best-of-A choice on the test
-  clips, with each annotator's clips shuffled among their ratings first, so
-  the heads carry no information about them. What the oracle row reaches
-  by luck alone on this many test ratings per annotator."""
-  shuffled = [rng.permutation(table.pair_clip[r]) for r in test_by_ann]
-  chance = enroll.enroll(z, shuffled, [table.pair_values[r]
-                                       for r in test_by_ann],
+def _oracle(z, table, pos, test_by_ann, kernel, bias, ev, shuffle=None):
+  """Predictions of each annotator's best head chosen on their test clips.
+
+  shuffle (a numpy Generator): the oracle's chance level instead: each
+  annotator's test clips are shuffled among their ratings first, so the
+  heads carry no information about them; what the choice reaches by luck
+  alone on this many test ratings per annotator."""
+  clips = [table.pair_clip[r] for r in test_by_ann]
+  if shuffle is not None:
+    clips = [shuffle.permutation(c) for c in clips]
+  chosen = enroll.enroll(z, clips, [table.pair_values[r] for r in test_by_ann],
                          kernel, bias, score=ev.score,
                          head_chunk=ev.head_chunk)
-  clips = np.empty(len(rows), int)
-  for i, c in enumerate(shuffled):
-    clips[pos == i] = c
-  k_n, b_n = chance.head_params(kernel, bias)
-  return train.pair_predictions(z, k_n, b_n, clips, pos)
+  pair_clip = np.empty(len(pos), int)
+  for i, c in enumerate(clips):
+    pair_clip[pos == i] = c
+  k_n, b_n = chosen.head_params(kernel, bias)
+  return train.pair_predictions(z, k_n, b_n, pair_clip, pos)
 
 
 def _source_held_out(prepared) -> dict:
