@@ -223,7 +223,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
 
   cells: dict[str, dict] = {}
   tuned_by_seed = []  # mixture temperature / EB noise per seed
-  held_out = None if categorical else _source_held_out(prepared)
+  held_out = None if categorical else source_held_out(prepared)
   adaptive_sizes = () if categorical else _adaptive_sizes(ev)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
@@ -247,8 +247,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           "constant or far outside the rating scale)")
     mean_clip = np.einsum("cdh,dh->cd", z, kernel.mean(0)) + bias.mean(0)
     if not categorical:
-      prior, tuned = _tune_posterior(config, held_out, g_ia, p_ia, kernel,
-                                     bias, seed)
+      prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
+      tuned = tune_on_source(config, held_out, g_ia, p_ia, kernel, bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
     if adaptive_sizes:
       pred_all = adaptive.head_predictions(z, kernel, bias)
@@ -431,7 +431,7 @@ def _oracle(z, table, pos, test_by_ann, kernel, bias, ev, shuffle=None):
   return train.pair_predictions(z, k_n, b_n, pair_clip, pos)
 
 
-def _source_held_out(prepared) -> dict:
+def source_held_out(prepared) -> dict:
   """The source's held-out material (validation and test clips: no model
   trained on them) as one set of arrays; read once per protocol."""
   parts = [pipeline.load_table(prepared.source, s)
@@ -445,11 +445,11 @@ def _source_held_out(prepared) -> dict:
           "pair_values": np.concatenate([t.pair_values for t in parts])}
 
 
-def _tune_posterior(config, held_out, graphdef, params, kernel, bias, seed):
-  """The EB prior of this seed's heads, and the mixture temperature / EB
-  noise set on the source's held-out annotators (never the target)."""
+def tune_on_source(config, held_out, graphdef, params, kernel, bias, seed
+                   ) -> posterior.Tuned:
+  """The mixture temperature / EB noise of this seed's model, set on the
+  source's held-out annotators (never the target)."""
   ev = config.eval
-  prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
   tuned = posterior.tune(
       train.trunk_features(graphdef, params, held_out["embeddings"]),
       held_out["pair_clip"], held_out["pair_annotator"],
@@ -458,7 +458,7 @@ def _tune_posterior(config, held_out, graphdef, params, kernel, bias, seed):
   logging.info("seed %d: mixture temperature %g, EB noise %g (from %d "
                "source held-out annotators)", seed, tuned.temperature,
                tuned.noise, tuned.annotators)
-  return prior, tuned
+  return tuned
 
 
 def compare_adaptive(runs, sizes, dims) -> dict:

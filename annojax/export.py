@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from annojax import evaluate
 from annojax import losses
 from annojax import models
 from annojax import train
@@ -32,7 +33,9 @@ from annojax.data import prepare as prepare_lib
 
 # 2: adds the feature standardizer. Version-1 bundles (trained on raw
 # features, no standardizer) still load. 3: the standardizer's clip
-# (config.data.feature_clip); a version-2 bundle has none (not clipped).
+# (config.data.feature_clip; a version-2 bundle has none: not clipped) and
+# the posterior's temperature and rating noise tuned on the source's
+# held-out raters (older bundles: enroll's fixed defaults).
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
@@ -101,11 +104,19 @@ def export(config, workdir: str, prepared, path: str | None = None) -> str:
   """Writes the bundle of the trained individual model; returns its path."""
   path = os.path.abspath(path or os.path.join(workdir, "export"))
   meta = pipeline.read_meta(prepared.source)
-  _, params = train.load_best(config, workdir, "individual", prepared)
+  graphdef, params = train.load_best(config, workdir, "individual", prepared)
+  info = _info(config, meta, workdir)
+  if info["task"] == "dimensional":  # as the protocol tunes seed 0's model
+    tuned = evaluate.tune_on_source(
+        config, evaluate.source_held_out(prepared), graphdef, params,
+        *train.head_arrays(params), seed=0)
+    info["posterior"] = {
+        "temperature": tuned.temperature, "noise": tuned.noise,
+        "tuned_on": f"{tuned.annotators} source held-out annotators"}
   ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   ckptr.save(path, args=ocp.args.Composite(
       params=ocp.args.StandardSave(params),
-      info=ocp.args.JsonSave(_info(config, meta, workdir))), force=True)
+      info=ocp.args.JsonSave(info)), force=True)
   ckptr.close()
   return path
 

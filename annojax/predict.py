@@ -85,8 +85,9 @@ def _enrollment_table(p, bundle, known_clips):
     else:
       t = generic_csv.read_ratings(path, bundle.dims, tuple(p.scale),
                                    speaker_optional=True)
+    t, lines = _without_blank_rows(t, path)
     tables.append(ratings_lib.validate(t, known_clips=known_clips,
-                                       row_offset=2, row_word="line"))
+                                       row_offset=lines, row_word="line"))
   if len(tables) <= 1:
     return tables[0] if tables else None
   both = ratings_lib.make_ratings(
@@ -94,6 +95,25 @@ def _enrollment_table(p, bundle, known_clips):
         for f in ("clip", "annotator", "speaker", "values")),
       bundle.dims, source=p.ratings)
   return ratings_lib.validate(both)  # a pair in two files: averaged, logged
+
+
+def _without_blank_rows(table, path):
+  """Rows with every rating blank (suggested clips the listener did not
+  rate) are left out, counted and logged -> (table, each row's CSV line).
+  A row with only some of its ratings blank stays, and validate refuses
+  it, naming the line."""
+  lines = np.arange(len(table)) + 2  # after the header
+  blank = np.isnan(table.values).all(1)
+  if not blank.any():
+    return table, lines
+  if blank.all():
+    raise ratings_lib.RatingsError(
+        f"{path}: no rating filled in (all {len(table)} rows are blank)")
+  logging.info("%s: %d rows without a rating left out (lines %s%s): "
+               "clips not rated", path, int(blank.sum()),
+               lines[blank][:10].tolist(), " ..." if blank.sum() > 10 else "")
+  return ratings_lib.with_dropped(table.select(~blank), "no rating (blank "
+                                  "row)", int(blank.sum())), lines[~blank]
 
 
 def run_enroll(config, workdir: str) -> dict:
@@ -200,9 +220,9 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
   heads still in contention disagree most (adaptive.py). Its columns are
   those of the ratings CSV (clip, annotator, one empty column per
   dimension) plus rank and spread (the posterior s.d. of the heads'
-  predictions, on [-1, 1]): fill in the ratings, delete rows not rated, and
-  pass it back in config.predict.ratings (comma-separated after the
-  earlier files) for the next round."""
+  predictions, on [-1, 1]): fill in the ratings (rows left blank are
+  skipped, counted in the log) and pass it back in config.predict.ratings
+  (comma-separated after the earlier files) for the next round."""
   if bundle.categorical:
     raise ValueError("suggested clips (config.predict.pool) need "
                      "dimensional heads; this bundle's are categorical")
@@ -221,13 +241,14 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
   pred = adaptive.head_predictions(bundle.features(pool_emb), kernel, bias)
   weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
                     np.float32)  # no ratings: every head in contention
+  temperature, noise = _posterior_settings(p, bundle)
   if len(names):
     weights[:len(names)] = posterior.mixture_weights(
-        scores, counts, np.float32(p.temperature))
+        scores, counts, np.float32(temperature))
   available = np.ones((len(everyone), len(pool_ids)), bool)
   for i, clips in enumerate(clip_lists):
     available[i] = ~np.isin(pool_ids, ids[clips])
-  picks, var = adaptive.propose(pred, weights, available, p.propose, p.noise)
+  picks, var = adaptive.propose(pred, weights, available, p.propose, noise)
   path = os.path.join(out_dir, "suggestions.csv")
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
@@ -245,6 +266,28 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
     logging.warning("%d annotator(s) have rated (nearly) the whole pool and "
                     "got fewer suggestions (e.g. %r)", len(short), short[0])
   return path
+
+
+def _posterior_settings(p, bundle) -> tuple[float, float]:
+  """(temperature, rating noise) of the posterior over heads: the config's
+  where set (> 0), else the bundle's (tuned at export on the source's
+  held-out raters), else 1.0 and 0.1 (bundles from before the tuning)."""
+  tuned = bundle.info.get("posterior") or {}
+  out = []
+  for name, fallback in (("temperature", 1.0), ("noise", 0.1)):
+    value = float(p[name])
+    if value < 0:
+      raise ValueError(f"config.predict.{name}={value}: use a positive "
+                       "value, or 0 for the bundle's tuned one")
+    if value:
+      source = "config.predict"
+    elif name in tuned:
+      value, source = float(tuned[name]), f"tuned on {tuned['tuned_on']}"
+    else:
+      value, source = fallback, "default: the bundle has no tuned value"
+    logging.info("posterior over heads: %s %g (%s)", name, value, source)
+    out.append(value)
+  return out[0], out[1]
 
 
 def run_predict(config, workdir: str) -> str:

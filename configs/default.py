@@ -181,15 +181,15 @@ def get_config():
   # file): suggest the next `propose` clips each annotator should rate
   # (<workdir>/enroll/suggestions.csv, adaptive enrollment), also for the
   # comma-separated `annotators` who have no ratings yet. The posterior over
-  # heads uses `temperature` (the protocol tunes one per seed on source
-  # held-out raters: eval/results.json, posterior_tuning); `noise` (rating
-  # noise variance on [-1, 1]) keeps one round's clips from repeating each
-  # other.
+  # heads uses `temperature`; `noise` (rating noise variance on [-1, 1])
+  # keeps one round's clips from repeating each other. 0 = the bundle's,
+  # tuned at export on the source's held-out raters as the protocol tunes
+  # each seed (bundle info "posterior"; 1.0 and 0.1 for older bundles).
   config.predict.pool = ""
   config.predict.propose = 5
   config.predict.annotators = ""
-  config.predict.temperature = 1.0
-  config.predict.noise = 0.1
+  config.predict.temperature = 0.0
+  config.predict.noise = 0.0
   # predict: the mapping written by enroll; empty = <workdir>/enroll/...
   config.predict.mapping = ""
   # predict: clip predictions to the rating scale ([-1, 1] and

@@ -1,18 +1,22 @@
 """Export bundle, and --mode=enroll / --mode=predict from the bundle alone."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from annojax import adaptive
+from annojax import evaluate
 from annojax import export
 from annojax import jobs
+from annojax import predict
 from annojax import train
 from annojax.corpora import ratings as ratings_lib
 from annojax.data import pipeline
@@ -28,6 +32,37 @@ def bundle_dir(trained_tiny, tmp_path_factory):
   moved = str(tmp_path_factory.mktemp("moved") / "bundle")
   shutil.copytree(path, moved)
   return moved
+
+
+def test_bundle_carries_the_posterior_tuned_on_source(trained_tiny,
+                                                      bundle_dir):
+  """The bundle stores the temperature and rating noise the protocol would
+  tune for seed 0's model on the source's held-out raters; enroll's
+  suggestions use them unless config.predict sets its own (older bundles:
+  1.0 and 0.1)."""
+  config, workdir, prepared = trained_tiny
+  b = export.load(bundle_dir)
+  post = b.info["posterior"]
+  graphdef, params = train.load_best(config, workdir, "individual", prepared)
+  want = evaluate.tune_on_source(config, evaluate.source_held_out(prepared),
+                                 graphdef, params, *train.head_arrays(params),
+                                 seed=0)
+  assert post["temperature"] == want.temperature
+  assert post["temperature"] in config.eval.mixture_temperatures
+  assert post["noise"] == pytest.approx(want.noise) and 0 < post["noise"] < 1
+  p = ml_collections.ConfigDict(dict(config.predict))
+  assert (p.temperature, p.noise) == (0, 0)  # the defaults: the bundle's
+  got = predict._posterior_settings(p, b)  # pylint: disable=protected-access
+  assert got == pytest.approx((post["temperature"], post["noise"]))
+  p.temperature = 2.5
+  assert predict._posterior_settings(p, b)[0] == 2.5  # pylint: disable=protected-access
+  older = dataclasses.replace(b, info={k: v for k, v in b.info.items()
+                                       if k != "posterior"})
+  p.temperature = 0.0
+  assert predict._posterior_settings(p, older) == (1.0, 0.1)  # pylint: disable=protected-access
+  p.noise = -1.0
+  with pytest.raises(ValueError, match="predict.noise"):
+    predict._posterior_settings(p, b)  # pylint: disable=protected-access
 
 
 def test_bundle_restores_the_best_params(trained_tiny, bundle_dir):
@@ -256,7 +291,9 @@ def test_enroll_suggests_clips_in_rounds(tiny_config, bundle_dir, tmp_path):
             ids[want[0]])
     else:
       assert out["annotators"]["planted"]["num_clips"] == 4 * rnd
-    for r in sugg:  # the listeners rate the suggested clips
+    for r in sugg:  # the listeners rate the suggested clips ...
+      if rnd == 1 and r["annotator"] == "other" and r["rank"] == "4":
+        continue  # ... but one, left blank: skipped, not an error
       i = int(np.flatnonzero(ids == r["clip"])[0])
       vals = (truth[i] if r["annotator"] == "planted"
               else rng.uniform(-1, 1, len(b.dims)))
@@ -272,7 +309,35 @@ def test_enroll_suggests_clips_in_rounds(tiny_config, bundle_dir, tmp_path):
     c.predict.ratings = ",".join(files)
   out = jobs.run(c, str(tmp_path / "final"))["mapping"]
   assert out["annotators"]["planted"]["num_clips"] == 12
+  assert out["annotators"]["other"]["num_clips"] == 11
   assert out["annotators"]["planted"]["heads"] == [b.annotator_ids[7]]
+
+
+def test_enroll_skips_blank_rows_and_names_the_right_lines(
+    tiny_config, bundle_dir, tmp_path):
+  """Rows with no rating (suggestions not rated) are left out; the lines
+  of later errors are still the file's own; a row with only some ratings
+  blank, or a file with none filled in, is refused."""
+  b = export.load(bundle_dir)
+  _write_inputs(tmp_path, b, 7)
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "enroll")
+  lines = open(tmp_path / "enroll.csv").read().splitlines()
+  blank = ",".join(["new_clip_030", "planted"] + [""] * len(b.dims))
+  with open(tmp_path / "enroll.csv", "w") as f:  # lines 2-3 blank
+    f.write("\n".join([lines[0], blank, blank.replace("030", "031"),
+                       *lines[1:]]) + "\n")
+  out = jobs.run(c, str(tmp_path / "w"))["mapping"]
+  assert out["annotators"]["planted"]["num_clips"] == 25
+  partial = ",".join(["new_clip_032", "planted", "4"] + [""] * (
+      len(b.dims) - 1))
+  with open(tmp_path / "enroll.csv", "a") as f:  # after lines 4-38
+    f.write(partial + "\n")
+  with pytest.raises(ratings_lib.RatingsError, match="line 39: "):
+    jobs.run(c, str(tmp_path / "w"))
+  with open(tmp_path / "enroll.csv", "w") as f:
+    f.write("\n".join([lines[0], blank]) + "\n")
+  with pytest.raises(ratings_lib.RatingsError, match="no rating filled in"):
+    jobs.run(c, str(tmp_path / "w"))
 
 
 def test_suggestions_refuse_what_cannot_work(tiny_config, bundle_dir,

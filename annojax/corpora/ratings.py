@@ -135,7 +135,7 @@ def unscale(values, low: float, high: float) -> np.ndarray:
 
 
 def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
-             row_offset: int = 0, row_word: str = "row") -> Ratings:
+             row_offset=0, row_word: str = "row") -> Ratings:
   """Checks a table and resolves what has a documented resolution.
 
   Errors (never silent): a NaN/inf rating, a rating outside [-1, 1], a clip id
@@ -148,7 +148,8 @@ def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
   Args:
     ratings: the table.
     known_clips: clip ids that have embeddings; None skips that check.
-    row_offset: added to row indices in messages (e.g. 2 for a CSV header).
+    row_offset: added to row indices in messages (e.g. 2 for a CSV header),
+      or each row's own number (an array: rows were left out before).
 
   Returns:
     The table with duplicates averaged, rows in the original order of first
@@ -159,7 +160,8 @@ def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
   if bad.any():
     i, d = np.argwhere(bad)[0]
     raise RatingsError(
-        f"{src}: {row_word} {i + row_offset}: rating {ratings.dims[d]!r} of "
+        f"{src}: {row_word} {_numbers(row_offset, i)}: rating "
+        f"{ratings.dims[d]!r} of "
         f"annotator {str(ratings.annotator[i])!r} on clip "
         f"{str(ratings.clip[i])!r} is "
         f"{ratings.values[i, d]} ({bad.any(1).sum()} such rows in total)")
@@ -167,14 +169,16 @@ def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
   if out.any():
     i, d = np.argwhere(out)[0]
     raise RatingsError(
-        f"{src}: {row_word} {i + row_offset}: rating {ratings.dims[d]!r} = "
+        f"{src}: {row_word} {_numbers(row_offset, i)}: rating "
+        f"{ratings.dims[d]!r} = "
         f"{ratings.values[i, d]} is outside [-1, 1]; readers must rescale")
   if known_clips is not None:
     unknown = ~np.isin(ratings.clip, known_clips)
     if unknown.any():
       i = int(np.argmax(unknown))
       raise RatingsError(
-          f"{src}: {row_word} {i + row_offset}: clip {str(ratings.clip[i])!r}"
+          f"{src}: {row_word} {_numbers(row_offset, i)}: clip "
+          f"{str(ratings.clip[i])!r}"
           " has no "
           f"embedding ({unknown.sum()} rows, "
           f"{len(np.unique(ratings.clip[unknown]))} clips unknown)")
@@ -182,7 +186,15 @@ def validate(ratings: Ratings, known_clips: np.ndarray | None = None,
   return _average_duplicates(ratings)
 
 
-def _check_one_speaker_per_clip(ratings: Ratings, row_offset: int,
+def _numbers(row_offset, rows):
+  """The numbers messages give table rows: row_offset + i, or row_offset[i]
+  where it lists every row's own number."""
+  if np.ndim(row_offset):
+    return np.asarray(row_offset)[rows]
+  return np.asarray(rows) + row_offset
+
+
+def _check_one_speaker_per_clip(ratings: Ratings, row_offset,
                                 row_word: str):
   pairs = np.unique(np.stack([ratings.clip, ratings.speaker], 1), axis=0)
   clips, counts = np.unique(pairs[:, 0], return_counts=True)
@@ -192,7 +204,7 @@ def _check_one_speaker_per_clip(ratings: Ratings, row_offset: int,
     raise RatingsError(
         f"{ratings.source}: clip {str(clip)!r} has several speakers "
         f"{sorted(set(ratings.speaker[rows].tolist()))} ({row_word}s "
-        f"{(rows[:5] + row_offset).tolist()})")
+        f"{_numbers(row_offset, rows[:5]).tolist()})")
 
 
 def _average_duplicates(ratings: Ratings) -> Ratings:
