@@ -8,7 +8,8 @@
 # new), each with 3 evaluation seeds x 5 folds (new models and folds), with
 # standardised eGeMAPS features; partition 0 once more with raw features;
 # the three partitions again with head_shrinkage=100
-# (bench/results/nsc_shrinkage.md).
+# (bench/results/nsc_shrinkage.md); heads on the aggregate's trunk
+# (bench/results/nsc_consensus_heads.md).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions; adaptive vs random
 # enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
@@ -43,3 +44,7 @@ for p in 0 1 2; do
   shrunk+=("$work/shrink_p$p/eval/results.json")
 done
 python bench/nsc_table.py "${shrunk[@]}" --out=bench/results/nsc_shrinkage.md
+# Heads on the aggregate model's trunk, pulled toward its head (no
+# retraining): bench/results/nsc_consensus_heads.md.
+python bench/nsc_consensus_heads.py "$work/p0" "$work/p1" "$work/p2" \
+  --out=bench/results/nsc_consensus_heads.md
