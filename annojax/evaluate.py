@@ -164,10 +164,16 @@ class _Run:
     pool = np.flatnonzero(is_pool & keep)
     # Position of each annotator in self.annotators.
     self.pos = {a: i for i, a in enumerate(self.annotators)}
-    order = np.argsort(ann[pool], kind="stable")
-    starts = np.searchsorted(ann[pool][order], self.annotators)
-    self.pool_by_ann = np.split(pool[order], starts[1:])
+    self.pool_by_ann = _rows_by_annotator(pool, ann, self.annotators)
     self.rng = rng
+
+
+def _rows_by_annotator(rows, annotator, ids):
+  """`rows` grouped by their annotator: one array per id of the sorted
+  `ids` (every row's annotator among them), rows in their given order."""
+  order = np.argsort(annotator[rows], kind="stable")
+  starts = np.searchsorted(annotator[rows][order], ids)
+  return np.split(rows[order], starts[1:])
 
 
 DIMENSIONAL_METRICS = ("ccc_ind", "ccc_con")
@@ -250,10 +256,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
       tuned = tune_on_source(config, held_out, g_ia, p_ia, kernel, bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
+      # Each annotator's mean and s.d. over ALL ratings (oracle_calibrated).
+      calibrated_all = _calibrated_on_all(table, agg_clip)
     if adaptive_sizes:
       pred_all = adaptive.head_predictions(z, kernel, bias)
-    if not categorical:  # each annotator's mean and s.d. over ALL ratings
-      calibrated_all = _calibrated_on_all(table, agg_clip)
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
@@ -403,9 +409,8 @@ def _calibrated_on_all(table, agg_clip):
   mean and s.d. of ALL their ratings (test clips included): the ceiling of
   any per-annotator calibration, the same in every fold."""
   ann = table.pair_annotator
-  order = np.argsort(ann, kind="stable")
-  groups = np.split(order, np.searchsorted(ann[order],
-                                           np.arange(1, ann.max() + 1)))
+  groups = _rows_by_annotator(np.arange(len(ann)), ann,
+                              np.arange(ann.max() + 1))
   cidx, y, m = enroll.pack([table.pair_clip[g] for g in groups],
                            [table.pair_values[g] for g in groups])
   return baselines.calibrate(agg_clip[cidx], y, m, shrink=0.0)
