@@ -193,13 +193,13 @@ def tune(z_clips, pair_clip, pair_annotator, pair_values, kernel, bias,
     raise ValueError(f"no source validation annotator has >= {min_clips} "
                      "ratings: cannot tune the mixture temperature / EB noise")
   who = np.asarray(who)
-  ce, ye, me = enroll.pack([pair_clip[r] for r in enr],
-                           [pair_values[r] for r in enr])
+  scores, _, _, me = enroll.enrollment_scores(
+      z_clips, [pair_clip[r] for r in enr], [pair_values[r] for r in enr],
+      kernel, bias, score=score, head_chunk=head_chunk)
+  scores = np.array(scores)
   ct, yt, mt = enroll.pack([pair_clip[r] for r in tst],
                            [pair_values[r] for r in tst])
-  ze, zt = z_clips[ce], z_clips[ct]
-  scores = np.array(enroll.score_heads(ze, ye, me, kernel, bias, score,
-                                       head_chunk))
+  zt = z_clips[ct]
   scores[np.arange(len(who)), who] = -np.inf  # not their own head
 
   def ccc(kn, bn):

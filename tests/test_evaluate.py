@@ -220,14 +220,21 @@ def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
                                                           protocol_and_calls):
   """Inside run_protocol, every enrollment set is drawn from the annotator's
   ratings of the run's TRAINING speakers (its pool: never a test or
-  validation speaker), k of them, all of them at k = all."""
+  validation speaker), k of them, all of them at k = all; the posterior's
+  tuning scores heads on the source's held-out material only."""
   config, _, prepared = trained_tiny
   _, calls = protocol_and_calls
   ev = config.eval
   table = pipeline.load_table(prepared.target, "full")
+  n_held = len(evaluate.source_held_out(prepared)["embeddings"])
   it = iter(calls)
   checked = 0
   for seed in range(ev.seeds):
+    # First the seed's posterior tuning: halves of the SOURCE's held-out
+    # raters' ratings (indices into the source's held-out clips).
+    tune_clips, is_enrollment = next(it)
+    assert not is_enrollment
+    assert max(c.max() for c in tune_clips) < n_held
     folds = evaluate.speaker_folds(table.speakers, ev.folds, seed)
     for f, test_spk in enumerate(folds):
       run = evaluate._Run(table, table.speakers, test_spk, seed, f,  # pylint: disable=protected-access
