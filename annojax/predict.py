@@ -150,12 +150,16 @@ def run_enroll(config, workdir: str) -> dict:
          "score": p.score, "annotators": {}}
   out_dir = os.path.join(workdir, "enroll")
   os.makedirs(out_dir, exist_ok=True)
+  # Trunk features once, of the rated clips and the pool's.
+  pool_rows = (np.array([row_of[c] for c in pool[0]], np.int64)
+               if pool is not None else np.zeros(0, np.int64))
+  need = np.unique(np.concatenate(
+      [pool_rows, *(np.asarray(c, np.int64) for c in clip_lists)]))
+  z = np.zeros((len(ids),) + (len(bundle.dims), bundle.info["model"][
+      "hidden"]), np.float32)
+  z[need] = bundle.features(emb[need])
   scores = counts = None
   if len(names):
-    used = np.unique(np.concatenate(clip_lists))
-    z = np.zeros((len(ids),) + (len(bundle.dims), bundle.info["model"][
-        "hidden"]), np.float32)
-    z[used] = bundle.features(emb[used])
     scores, _, y_e, m_e = enroll_lib.enrollment_scores(
         z, clip_lists, rating_lists, kernel, bias, score=p.score,
         names=list(names))
@@ -164,8 +168,8 @@ def run_enroll(config, workdir: str) -> dict:
     out["annotators"] = _write_mapping(out_dir, out, bundle, names,
                                        clip_lists, mapping)
   if pool is not None:
-    out["suggestions"] = _suggest(p, bundle, out_dir, pool, names,
-                                  clip_lists, ids, scores, counts)
+    out["suggestions"] = _suggest(p, bundle, out_dir, pool[0], z[pool_rows],
+                                  names, clip_lists, ids, scores, counts)
   return out
 
 
@@ -212,8 +216,8 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
   return annotators
 
 
-def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
-             counts) -> str:
+def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
+             scores, counts) -> str:
   """suggestions.csv: for every annotator (rated ones, and those named in
   config.predict.annotators that have no ratings yet) the
   config.predict.propose clips of the pool they have not rated on which the
@@ -229,7 +233,6 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
   if p.propose < 1:
     raise ValueError(f"config.predict.propose={p.propose}: suggest at least "
                      "one clip per annotator")
-  pool_ids, pool_emb = pool
   fresh = [a for a in (s.strip() for s in p.annotators.split(","))
            if a and a not in set(names)]
   everyone = list(names) + fresh
@@ -238,7 +241,7 @@ def _suggest(p, bundle, out_dir, pool, names, clip_lists, ids, scores,
                      "(config.predict.ratings) or names "
                      "(config.predict.annotators)")
   kernel, bias = bundle.heads()
-  pred = adaptive.head_predictions(bundle.features(pool_emb), kernel, bias)
+  pred = adaptive.head_predictions(z_pool, kernel, bias)
   weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
                     np.float32)  # no ratings: every head in contention
   temperature, noise = _posterior_settings(p, bundle)
