@@ -37,6 +37,7 @@ from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
 from annojax.data import prepare  # pylint: disable=g-import-not-at-top
 from configs import nsc  # pylint: disable=g-import-not-at-top
+import report  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
 
@@ -135,19 +136,10 @@ def main():
       "", "| row | act. | val. |", "|---|---|---|"]
   for row, vals in by_row.items():
     vals = np.array(vals)
-    cells = []
-    for d in range(len(DIMS)):
-      p = metrics.paired_tests(vals[:, d], base[:, d])["t_p"]
-      mark = ("*" + ("^" if vals[:, d].mean() > base[:, d].mean() else "v")
-              if p < 0.05 else "")
-      cells.append(f"{vals[:, d].mean():.3f} +- {vals[:, d].std():.3f}"
-                   f"{mark}")
+    cells = [report.vs_baseline(vals[:, d], base[:, d])
+             for d in range(len(DIMS))]
     lines.append(f"| {row} | {' | '.join(cells)} |")
-  text = "\n".join(lines) + "\n"
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  report.emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

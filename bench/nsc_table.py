@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import evaluate  # pylint: disable=g-import-not-at-top
-from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import plots  # pylint: disable=g-import-not-at-top
+import report  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
 
@@ -43,10 +43,7 @@ def combine(paths):
       pooled = np.concatenate([_runs(r, "pooled", row, d) for r in res])
       base = np.concatenate([_runs(r, "pooled", "aggregate", d)
                              for r in res])
-      p = metrics.paired_tests(pooled, base)["t_p"]  # nan: identical
-      out[row][d] = dict(fold=(np.nanmean(fold), np.nanstd(fold)),
-                         pooled=(np.nanmean(pooled), np.nanstd(pooled)),
-                         p=p, above=np.nanmean(pooled) > np.nanmean(base))
+      out[row][d] = dict(fold=fold, pooled=pooled, base=base)
   return res, out
 
 
@@ -74,14 +71,11 @@ def markdown(res, table, raw=None):
   lines += [head, "|" + "---|" * (5 + (2 if raw else 0))]
   for row in evaluate._row_order(table):  # pylint: disable=protected-access
     cells = []
-    for kind in ("fold", "pooled"):
-      for d in DIMS:
-        c = table[row][d]
-        m, s = c[kind]
-        mark = ""
-        if kind == "pooled" and c["p"] < 0.05:  # False for nan
-          mark = "*" + ("^" if c["above"] else "v")
-        cells.append(f"{m:.3f} +- {s:.3f}{mark}")
+    for d in DIMS:
+      fold = table[row][d]["fold"]
+      cells.append(f"{np.nanmean(fold):.3f} +- {np.nanstd(fold):.3f}")
+    cells += [report.vs_baseline(table[row][d]["pooled"],
+                                 table[row][d]["base"]) for d in DIMS]
     if raw:
       for d in DIMS:
         v = _runs(raw, "pooled", row, d)
@@ -112,16 +106,12 @@ def main():
   res, table = combine(args.results)
   sizes = _adaptive_sizes(table)
   if args.plot and sizes:
-    rows = {row: {"ccc_ind": {d: {"mean": table[row][d]["pooled"][0]}
-                              for d in DIMS}} for row in table}
+    rows = {row: {"ccc_ind": {d: {"mean": np.nanmean(table[row][d][
+        "pooled"])} for d in DIMS}} for row in table}
     plots.adaptive_vs_random(rows, "ccc_ind", DIMS, sizes, args.plot,
                              "NSC pooled: ")
   raw = json.load(open(args.raw)) if args.raw else None
-  text = markdown(res, table, raw)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  report.emit(markdown(res, table, raw), args.out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from annojax.corpora import msp_podcast  # pylint: disable=g-import-not-at-top
 from annojax.corpora import ratings as ratings_lib  # pylint: disable=g-import-not-at-top
 from annojax.corpora import readers  # pylint: disable=g-import-not-at-top
 from annojax.corpora import synthetic  # pylint: disable=g-import-not-at-top
+import report  # pylint: disable=g-import-not-at-top
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 AV = ("activation", "valence")
@@ -107,11 +108,7 @@ def main():
   p.add_argument("--out", default="")
   args = p.parse_args()
   stats = {name: row_stats(t, m) for name, (t, m) in corpora().items()}
-  text = markdown(stats)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  report.emit(markdown(stats), args.out)
 
 
 if __name__ == "__main__":
