@@ -68,7 +68,9 @@ def adaptive_vs_random(rows: dict, metric: str, dims, sizes, path: str,
                        title: str = ""):
   """CCC_ind vs the number of rated clips: each enrollment rule on random
   clips (solid) and adaptively chosen clips (dashed, same colour), the
-  oracle head as the ceiling and the aggregate model for reference."""
+  oracle head as the ceiling, with its chance level where the results
+  have it (when the two meet, as on NSC, the oracle is luck, no ceiling),
+  and the aggregate model for reference."""
   ks = sorted(k for k in sizes if k > 0)
   fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.6),
                            squeeze=False)
@@ -82,11 +84,12 @@ def adaptive_vs_random(rows: dict, metric: str, dims, sizes, path: str,
         m = np.array([rows[k][metric][d]["mean"] for k in keys])
         ax.plot(ks, m, style, marker="o", ms=3, color=f"C{i}",
                 label=f"{label}, {how} clips")
-    for row, label, style in (("oracle", "oracle head (ceiling)", ":"),
-                              ("aggregate", "aggregate", "-.")):
+    for row, style, color in (("oracle", ":", "k"), ("oracle_chance", ":",
+                                                     "0.6"),
+                              ("aggregate", "-.", "0.5")):
       if row in rows:
         ax.axhline(rows[row][metric][d]["mean"], ls=style, lw=1.2,
-                   color="k" if row == "oracle" else "0.5", label=label)
+                   color=color, label=_LINES[row])
     _label(ax, ks, ks, "rated clips", metric, f"{title}{d}")
   _legend_and_save(fig, axes, path, ncol=3, bottom=0.16)
 
