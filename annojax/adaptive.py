@@ -19,6 +19,14 @@ K(c', c)^2 / (v(c) + noise) of its variance (a pivoted Cholesky over the
 candidates), so a round does not spend its clips on near-duplicates. This
 needs no ratings: a whole round is chosen before anyone rates it.
 
+Categorical heads (CREMA-D: D = classes, outputs = logits): the heads'
+predictions are their class probabilities (head_predictions(...,
+categorical=True)), so v_n(c) is the posterior variance of the predicted
+probabilities summed over classes, the clip whose label the heads in
+contention most disagree on. With the log-likelihood score the posterior
+softmax(k x score / T) at T = 1 is Bayes' rule over the heads (k x score is
+the summed log-likelihood of the labels given), so T = 1 needs no tuning.
+
 Everything is one jit-compiled call for all N new annotators: the heads'
 predictions on all candidate clips, pred [C, A, D], are computed once;
 each pick costs one [N, A] x [A, C x D] product. Memory: C x A x D floats
@@ -37,15 +45,23 @@ from annojax import enroll
 from annojax import posterior
 
 
-def head_predictions(z, kernel, bias) -> jax.Array:
-  """Every head on every candidate clip: z [C, D, H] -> [C, A, D]."""
+# A one-hot label's variance around class probabilities p, summed over
+# classes, is 1 - sum_k p_k^2: ~0.5 for a head 70% sure of one of 6 classes.
+CATEGORICAL_NOISE = 0.5
+
+
+def head_predictions(z, kernel, bias, categorical: bool = False
+                     ) -> jax.Array:
+  """Every head on every candidate clip: z [C, D, H] -> [C, A, D]; for
+  categorical heads their class probabilities (softmax over D)."""
   return _head_predictions(jnp.asarray(z, jnp.float32), jnp.asarray(kernel),
-                           jnp.asarray(bias))
+                           jnp.asarray(bias), categorical)
 
 
-@jax.jit
-def _head_predictions(z, kernel, bias):
-  return jnp.einsum("cdh,adh->cad", z, kernel) + bias[None]
+@functools.partial(jax.jit, static_argnames=("categorical",))
+def _head_predictions(z, kernel, bias, categorical):
+  out = jnp.einsum("cdh,adh->cad", z, kernel) + bias[None]
+  return jax.nn.softmax(out, -1) if categorical else out
 
 
 @functools.partial(jax.jit, static_argnames=("n",))

@@ -35,7 +35,9 @@ Rows (each gives one prediction per test (clip, annotator) pair):
                  posterior) disagree most, its rating revealed before the
                  next choice; k in config.eval.adaptive_sizes. Like the
                  random draws, only clips the annotator rated in the
-                 training speakers' pool can be chosen
+                 training speakers' pool can be chosen. Categorical heads:
+                 adaptive_most_similar@k, on their class probabilities,
+                 with the Bayes posterior (temperature 1)
   oracle         the best head chosen on the test clips (an upper bound)
   oracle_calibrated
                  the aggregate at each annotator's mean and s.d. over ALL
@@ -230,7 +232,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   cells: dict[str, dict] = {}
   tuned_by_seed = []  # mixture temperature / EB noise per seed
   held_out = None if categorical else source_held_out(prepared)
-  adaptive_sizes = () if categorical else _adaptive_sizes(ev)
+  adaptive_sizes = _adaptive_sizes(ev)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
   excluded, warnings, n_folds = [], [], None
@@ -259,7 +261,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       # Each annotator's mean and s.d. over ALL ratings (oracle_calibrated).
       calibrated_all = _calibrated_on_all(table, agg_clip)
     if adaptive_sizes:
-      pred_all = adaptive.head_predictions(z, kernel, bias)
+      pred_all = adaptive.head_predictions(z, kernel, bias, categorical)
+      # Categorical heads scored by log-likelihood: T = 1 is Bayes' rule
+      # (adaptive.py); nothing is tuned for them.
+      temperature = 1.0 if categorical else tuned.temperature
 
     def head_pred(rows, ann_pos, k_n, b_n, z=z):
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
@@ -337,7 +342,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
         order = adaptive.simulate(
             z, pred_all, [(table.pair_clip[r], table.pair_values[r])
                           for r in run.pool_by_ann], kernel, bias,
-            tuned.temperature, max(adaptive_sizes), ev.score, ev.head_chunk,
+            temperature, max(adaptive_sizes), ev.score, ev.head_chunk,
             names)
         for k in adaptive_sizes:
           enrollment_rows([r[o[:k]] for r, o in zip(run.pool_by_ann, order)],
@@ -493,9 +498,10 @@ def compare_adaptive(runs, sizes, dims) -> dict:
   return out
 
 
-def adaptive_markdown(comparison: dict, dims, unit: str) -> list[str]:
+def adaptive_markdown(comparison: dict, dims, unit: str,
+                      metric: str = "CCC_ind") -> list[str]:
   """The adaptive-vs-random table: means, difference, `*` p < 0.05."""
-  lines = [f"Adaptive vs random enrollment clips ({unit}): CCC_ind means, "
+  lines = [f"Adaptive vs random enrollment clips ({unit}): {metric} means, "
            "adaptive minus random, `*` paired t-test p < 0.05.", "",
            "| rule@k | " + " | ".join(f"random {d} | adaptive {d} | diff {d}"
                                       for d in dims) + " |",
@@ -613,6 +619,9 @@ def _table(rows: dict, names, dims, seed_mark: bool = True) -> list[str]:
   return lines
 
 
+_METRIC_LABEL = {"ccc_ind": "CCC_ind"}
+
+
 def to_markdown(results: dict) -> str:
   p = results["protocol"]
   dims, names = p["columns"], p["metrics"]
@@ -641,8 +650,9 @@ def to_markdown(results: dict) -> str:
   for table, unit in (("per_fold", "paired over runs"),
                       ("pooled", "pooled, paired over seeds")):
     if table in results.get("adaptive_vs_random", {}):
-      lines += [""] + adaptive_markdown(results["adaptive_vs_random"][table],
-                                        dims, unit)
+      lines += [""] + adaptive_markdown(
+          results["adaptive_vs_random"][table], dims, unit,
+          _METRIC_LABEL.get(names[0], names[0]))
   if "type_match" in results:
     lines += ["", "Selected head shares the new annotator's latent type "
               "(synthetic ground truth):", "",

@@ -54,7 +54,8 @@ def _embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def read_labels(path: str, classes) -> ratings_lib.Ratings:
   """Categorical enrollment CSV: clip, annotator, label (one of `classes`)
-  -> one-hot rows on [-1, 1], as the categorical readers produce."""
+  -> one-hot rows on [-1, 1], as the categorical readers produce; a blank
+  label gives a row of NaN (a blank row, see _without_blank_rows)."""
   with open(path, newline="") as f:
     r = csv.DictReader(f)
     rows_lib.require_columns(r.fieldnames, ["clip", "annotator", "label"],
@@ -62,6 +63,11 @@ def read_labels(path: str, classes) -> ratings_lib.Ratings:
     clip, ann, values = [], [], []
     for line, row in enumerate(r, start=2):
       label = (row["label"] or "").strip()
+      if not label:  # a suggested clip left unrated: a blank row
+        clip.append(row["clip"].strip())
+        ann.append(row["annotator"].strip())
+        values.append(np.full(len(classes), np.nan))
+        continue
       if label not in classes:
         raise ratings_lib.RatingsError(
             f"{path}: line {line}: label {label!r} is not one of {classes}")
@@ -223,13 +229,11 @@ def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
   config.predict.propose clips of the pool they have not rated on which the
   heads still in contention disagree most (adaptive.py). Its columns are
   those of the ratings CSV (clip, annotator, one empty column per
-  dimension) plus rank and spread (the posterior s.d. of the heads'
-  predictions, on [-1, 1]): fill in the ratings (rows left blank are
+  dimension, or `label` for categorical heads) plus rank and spread (the
+  posterior s.d. of the heads' predictions, on [-1, 1], or of their class
+  probabilities): fill in the ratings (rows left blank are
   skipped, counted in the log) and pass it back in config.predict.ratings
   (comma-separated after the earlier files) for the next round."""
-  if bundle.categorical:
-    raise ValueError("suggested clips (config.predict.pool) need "
-                     "dimensional heads; this bundle's are categorical")
   if p.propose < 1:
     raise ValueError(f"config.predict.propose={p.propose}: suggest at least "
                      "one clip per annotator")
@@ -241,7 +245,7 @@ def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
                      "(config.predict.ratings) or names "
                      "(config.predict.annotators)")
   kernel, bias = bundle.heads()
-  pred = adaptive.head_predictions(z_pool, kernel, bias)
+  pred = adaptive.head_predictions(z_pool, kernel, bias, bundle.categorical)
   weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
                     np.float32)  # no ratings: every head in contention
   temperature, noise = _posterior_settings(p, bundle)
@@ -255,11 +259,12 @@ def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
   path = os.path.join(out_dir, "suggestions.csv")
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["clip", "annotator", *bundle.dims, "rank", "spread"])
+    rating_columns = ["label"] if bundle.categorical else list(bundle.dims)
+    w.writerow(["clip", "annotator", *rating_columns, "rank", "spread"])
     for name, row, v in zip(everyone, picks, var):
       for rank, (c, vv) in enumerate(zip(row, v), start=1):
         if c >= 0:
-          w.writerow([pool_ids[c], name, *[""] * len(bundle.dims), rank,
+          w.writerow([pool_ids[c], name, *[""] * len(rating_columns), rank,
                       f"{np.sqrt(vv):.4g}"])
   short = [n for n, row in zip(everyone, picks) if (row < 0).any()]
   logging.info("suggested up to %d clips each for %d annotators (%d without "
@@ -274,10 +279,13 @@ def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
 def _posterior_settings(p, bundle) -> tuple[float, float]:
   """(temperature, rating noise) of the posterior over heads: the config's
   where set (> 0), else the bundle's (tuned at export on the source's
-  held-out raters), else 1.0 and 0.1 (bundles from before the tuning)."""
+  held-out raters), else 1.0 and 0.1 (bundles from before the tuning);
+  categorical heads: 1.0 (Bayes' rule with the log-likelihood score) and
+  adaptive.CATEGORICAL_NOISE."""
   tuned = bundle.info.get("posterior") or {}
   out = []
-  for name, fallback in (("temperature", 1.0), ("noise", 0.1)):
+  for name, fallback in (("temperature", 1.0), ("noise", (
+      adaptive.CATEGORICAL_NOISE if bundle.categorical else 0.1))):
     value = float(p[name])
     if value < 0:
       raise ValueError(f"config.predict.{name}={value}: use a positive "
@@ -286,6 +294,8 @@ def _posterior_settings(p, bundle) -> tuple[float, float]:
       source = "config.predict"
     elif name in tuned:
       value, source = float(tuned[name]), f"tuned on {tuned['tuned_on']}"
+    elif bundle.categorical:
+      value, source = fallback, "categorical heads"
     else:
       value, source = fallback, "default: the bundle has no tuned value"
     logging.info("posterior over heads: %s %g (%s)", name, value, source)

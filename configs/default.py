@@ -184,7 +184,9 @@ def get_config():
   # heads uses `temperature`; `noise` (rating noise variance on [-1, 1])
   # keeps one round's clips from repeating each other. 0 = the bundle's,
   # tuned at export on the source's held-out raters as the protocol tunes
-  # each seed (bundle info "posterior"; 1.0 and 0.1 for older bundles).
+  # each seed (bundle info "posterior"; 1.0 and 0.1 for older bundles;
+  # categorical heads: 1.0, Bayes' rule with the loglik score, and 0.5, a
+  # label's variance around class probabilities).
   config.predict.pool = ""
   config.predict.propose = 5
   config.predict.annotators = ""

@@ -4,6 +4,7 @@ import numpy as np
 
 from annojax import adaptive
 from annojax import enroll
+from annojax import posterior
 
 
 def _weighted_cov(pred, w):
@@ -110,3 +111,39 @@ def test_simulate_chooses_only_from_each_pool_without_repeats():
     assert len(order) == min(12, len(clips))
     assert len(set(order.tolist())) == len(order)
     assert order.min() >= 0 and order.max() < len(clips)
+
+
+def test_categorical_heads_are_asked_where_their_labels_disagree():
+  """Categorical heads are compared on their class probabilities: on clip 1
+  each head's logits differ from the others' by a constant (the same
+  probabilities: uniform), on clip 2 head a favours class a. Clip 2 is
+  asked; on the raw logits it would be clip 1. With the log-likelihood
+  score and T = 1 the posterior over heads is Bayes' rule: proportional to
+  the product of each head's probabilities of the labels given."""
+  a = k = 3
+  kernel = np.zeros((a, k, 2), np.float32)
+  kernel[..., 0] = np.eye(a)  # the class-specific cue
+  kernel[..., 1] = 5.0 * np.arange(a)[:, None]  # a shift per head
+  bias = np.zeros((a, k), np.float32)
+  z = np.zeros((3, k, 2), np.float32)
+  z[1, :, 1] = 1.0
+  z[2, :, 0] = 3.0
+  probs = np.asarray(adaptive.head_predictions(z, kernel, bias, True))
+  logits = np.einsum("ckh,akh->cak", z, kernel)
+  want = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  np.testing.assert_allclose(probs, want, rtol=1e-5)
+  np.testing.assert_allclose(probs[1], 1.0 / k, rtol=1e-5)
+  uniform = np.full((1, a), 1.0 / a)
+  ask = np.ones((1, 3), bool)
+  assert adaptive.propose(probs, uniform, ask, 1)[0][0, 0] == 2
+  raw = np.asarray(adaptive.head_predictions(z, kernel, bias))
+  assert adaptive.propose(raw, uniform, ask, 1)[0][0, 0] == 1
+  # Two labels of class 0 on clip 2 and one of class 1 on clip 0.
+  clips = [np.array([2, 2, 0])]
+  labels = [np.array([[1, -1, -1], [1, -1, -1], [-1, 1, -1]], np.float32)]
+  scores, _, _, mask = enroll.enrollment_scores(
+      z, clips, labels, kernel, bias, score="loglik")
+  weights = np.asarray(posterior.mixture_weights(scores, mask.sum(1), 1.0))
+  lik = probs[2, :, 0] ** 2 * probs[0, :, 1]
+  np.testing.assert_allclose(weights[0], lik / lik.sum(), rtol=1e-4)
+  assert weights[0].argmax() == 0

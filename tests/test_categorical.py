@@ -10,6 +10,7 @@ import csv
 import numpy as np
 import pytest
 
+from annojax import adaptive
 from annojax import export
 from annojax import jobs
 from annojax import losses
@@ -72,7 +73,8 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   c.train.loss = "xent"
   c.eval.score = "loglik"
   c.eval.folds = 3
-  c.eval.enroll_sizes = (10, 0)
+  c.eval.enroll_sizes = (3, 10, 0)
+  c.eval.adaptive_sizes = (3, 10)
   c.train.num_epochs = 15
   c.optim.early_stop_patience = 15
   out = jobs.run(c, str(tmp_path / "work"))
@@ -91,6 +93,13 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   assert agree["most_similar@all"] > agree["aggregate"]
   assert ll["most_similar@all"] > ll["random_head"]
   assert agree["oracle"] >= agree["most_similar@all"] - 0.02
+  # Adaptive clips (class probabilities, Bayes posterior): the head found
+  # on them is of the rater's type too, as on random clips.
+  assert agree["adaptive_most_similar@10"] > agree["random_head"] + 0.05
+  assert (set(out["results"]["adaptive_vs_random"]["per_fold"])
+          == {"most_similar@3", "most_similar@10"})
+  assert "agreement_ind means" in (tmp_path / "work" / "eval" /
+                                   "results.md").read_text()
   # The exported bundle serves --mode=enroll/predict for categorical heads:
   # a rater who labels like pre-trained head j maps to a head of j's type.
   b = export.load(str(tmp_path / "work" / "export"))
@@ -122,10 +131,61 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-4)
   assert all(r["label"] == crema_d.DIMS[int(np.argmax(p))]
              for r, p in zip(pred, probs))
+  _suggestion_rounds(c, b, tmp_path, ids, emb, types)
   c.predict.score = "ccc"
+  c.predict.pool = ""
   c.mode = "enroll"
   with pytest.raises(ValueError, match="heads are categorical"):
     jobs.run(c, str(tmp_path / "new2"))
+
+
+def _suggestion_rounds(c, b, tmp_path, ids, emb, types):
+  """Listening test in rounds with categorical heads: suggestions.csv has
+  an empty label column; a listener with no labels yet is asked first the
+  pool clip whose class probabilities the heads disagree on most; the
+  rated listeners are asked only clips they have not labelled; the filled
+  file comes back (a blank label = a skipped row) with the first one."""
+  c.mode = "enroll"
+  c.predict.pool = str(tmp_path / "emb.npz")
+  c.predict.annotators = "newbie"
+  c.predict.propose = 4
+  jobs.run(c, str(tmp_path / "r0"))
+  with open(tmp_path / "r0" / "enroll" / "suggestions.csv") as f:
+    sugg = list(csv.DictReader(f))
+  assert list(sugg[0]) == ["clip", "annotator", "label", "rank", "spread"]
+  assert all(r["label"] == "" for r in sugg)
+  by = {}
+  for r in sugg:
+    by.setdefault(r["annotator"], []).append(r["clip"])
+  assert sorted(by) == ["like_0", "like_1", "like_2", "newbie"]
+  assert all(len(v) == 4 for v in by.values())
+  rated = set(ids[:60])
+  assert not rated & {x for n, v in by.items() if n != "newbie" for x in v}
+  kernel, bias = b.heads()
+  probs = np.asarray(adaptive.head_predictions(b.features(emb), kernel, bias,
+                                               True), np.float64)
+  spread = probs.var(1).sum(-1)  # uniform weights over the heads
+  assert by["newbie"][0] == ids[int(spread.argmax())]
+  # The listeners label their suggestions as their head would, but for
+  # each one's last suggestion (left blank).
+  lines = ["clip,annotator,label,rank,spread"]
+  for r in sugg:
+    label = ""
+    if r["annotator"].startswith("like_") and r["rank"] != "4":
+      j = int(r["annotator"][5:])
+      i = list(ids).index(r["clip"])
+      label = crema_d.DIMS[int(np.argmax(probs[i, j]))]
+    lines.append(f"{r['clip']},{r['annotator']},{label},{r['rank']},"
+                 f"{r['spread']}")
+  (tmp_path / "round0.csv").write_text("\n".join(lines) + "\n")
+  c.predict.ratings = f"{tmp_path / 'enroll.csv'},{tmp_path / 'round0.csv'}"
+  c.predict.annotators = ""
+  mapping = jobs.run(c, str(tmp_path / "r1"))["mapping"]["annotators"]
+  assert sorted(mapping) == ["like_0", "like_1", "like_2"]  # newbie: blank
+  for j in (0, 1, 2):
+    assert mapping[f"like_{j}"]["num_clips"] == 63
+    assert types[mapping[f"like_{j}"]["heads"][0]] == types[
+        b.annotator_ids[j]]
 
 
 def test_crema_d_rater_only_split_leaks_and_is_refused(tiny_config, tmp_path):
