@@ -319,6 +319,16 @@ MUTANTS = [
       "    available[i] = np.isin(pool_ids, pool_ids)\n",
       "suggestions include clips the annotator has already rated",
       ("tests/test_export.py",)),
+    M("categorical_adaptive_on_logits", "annojax/adaptive.py",
+      "return jax.nn.softmax(out, -1) if categorical else out",
+      "return out",
+      "categorical heads are compared on their logits, not their class "
+      "probabilities", ("tests/test_adaptive.py", "tests/test_categorical.py")),
+    M("categorical_posterior_tempered", "annojax/evaluate.py",
+      "temperature = 1.0 if categorical else tuned.temperature",
+      "temperature = 10.0 if categorical else tuned.temperature",
+      "the protocol's posterior for categorical heads is not Bayes' rule "
+      "(T = 10)", ("tests/test_categorical.py",)),
 ]
 
 

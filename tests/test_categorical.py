@@ -57,8 +57,16 @@ def test_xent_loss_hand_computed():
   assert float(loss0) == 0.0  # all masked: finite
 
 
-def test_crema_d_end_to_end(tiny_config, tmp_path):
+def test_crema_d_end_to_end(tiny_config, tmp_path, monkeypatch):
   types = _write_corpus(tmp_path)
+  temperatures = []
+  simulate = adaptive.simulate
+
+  def spy(*args, **kwargs):
+    temperatures.append(args[5])  # (z, pred, pools, kernel, bias, T, ...)
+    return simulate(*args, **kwargs)
+
+  monkeypatch.setattr(adaptive, "simulate", spy)
   c = tiny_config
   c.mode = "all"
   c.data.corpus = "files"
@@ -93,8 +101,10 @@ def test_crema_d_end_to_end(tiny_config, tmp_path):
   assert agree["most_similar@all"] > agree["aggregate"]
   assert ll["most_similar@all"] > ll["random_head"]
   assert agree["oracle"] >= agree["most_similar@all"] - 0.02
-  # Adaptive clips (class probabilities, Bayes posterior): the head found
-  # on them is of the rater's type too, as on random clips.
+  # Adaptive clips (class probabilities, Bayes' rule: T = 1 for every fold
+  # of both seeds): the head found on them is of the rater's type too, as
+  # on random clips.
+  assert temperatures == [1.0] * 6
   assert agree["adaptive_most_similar@10"] > agree["random_head"] + 0.05
   assert (set(out["results"]["adaptive_vs_random"]["per_fold"])
           == {"most_similar@3", "most_similar@10"})
