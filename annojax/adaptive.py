@@ -125,7 +125,7 @@ def propose(pred, weights, available, n: int = 1, noise: float = 0.1):
 
 def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
              score: str = "ccc", head_chunk: int = 1024,
-             names=None) -> list[np.ndarray]:
+             names=None, choose=None) -> list[np.ndarray]:
   """Adaptive enrollment of N annotators whose ratings already exist: one
   clip per round, the rating revealed before the next choice.
 
@@ -136,10 +136,16 @@ def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
       clips they may be asked (those they actually rated).
     steps: clips per annotator at most (fewer where the pool is smaller).
     names: annotator ids for error messages.
+    choose: (weights [N, A], available [N, C]) -> the next clip [N] of
+      each annotator (-1 where none is left); default the most disputed
+      (propose). bench/adaptive_bound.py passes a clairvoyant designer.
   Returns:
     per annotator, positions into their pool in the order chosen (so the
     first k are the adaptive k-clip enrollment set).
   """
+  if choose is None:
+    choose = lambda weights, available: propose(pred, weights, available,
+                                                1)[0][:, 0]
   n, c = len(pools), len(pred)
   available = np.zeros((n, c), bool)
   where = np.full((n, c), -1, np.int64)  # clip -> position in the pool
@@ -149,8 +155,7 @@ def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
   order = [[] for _ in range(n)]
   weights = np.full((n, len(kernel)), 1.0 / len(kernel), np.float32)
   for step in range(steps):
-    picks, _ = propose(pred, weights, available, 1)
-    picks = picks[:, 0]
+    picks = np.asarray(choose(weights, available))
     for i in np.flatnonzero(picks >= 0):
       order[i].append(where[i, picks[i]])
       available[i, picks[i]] = False

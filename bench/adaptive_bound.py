@@ -74,36 +74,20 @@ def _separation(pred, weights, best):
   return (m2 - 2 * best * m1 + best * best).sum(-1)
 
 
-def clairvoyant(z, pred, pools, kernel, bias, temperature, steps, loss,
-                oracle, ev):
-  """Per annotator, positions into their pool in the designer's order."""
-  n, c = len(pools), len(pred)
-  available = np.zeros((n, c), bool)
-  where = np.full((n, c), -1, np.int64)
-  for i, (clips, _) in enumerate(pools):
-    available[i, clips] = True
-    where[i, clips] = np.arange(len(clips))
+def clairvoyant(pred, loss, oracle):
+  """The designer's choice, for adaptive.simulate: per annotator the clip
+  of largest sum_a w_a loss_a (p_a(c) - p_oracle(c))^2, -1 if none left."""
   best = jnp.transpose(jnp.asarray(pred)[:, oracle, :], (1, 0, 2))
-  order = [[] for _ in range(n)]
-  weights = np.full((n, len(kernel)), 1.0 / len(kernel), np.float32)
-  for _ in range(steps):
-    w = weights * loss
+
+  def choose(weights, available):
+    w = np.asarray(weights) * loss
     w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
     sep = np.where(available, np.asarray(
         _separation(pred, jnp.asarray(w), best)), -np.inf)
     picks = sep.argmax(1)
-    for i in np.flatnonzero(np.isfinite(sep[np.arange(n), picks])):
-      order[i].append(where[i, picks[i]])
-      available[i, picks[i]] = False
-    if not available.any():
-      break
-    scores, _, _, mask = enroll.enrollment_scores(
-        z, [pools[i][0][order[i]] for i in range(n)],
-        [pools[i][1][order[i]] for i in range(n)], kernel, bias,
-        score=ev.score, head_chunk=ev.head_chunk)
-    weights = np.asarray(posterior.mixture_weights(
-        scores, jnp.asarray(mask.sum(1)), jnp.float32(temperature)))
-  return [np.asarray(o, np.int64) for o in order]
+    return np.where(np.isfinite(sep[np.arange(len(sep)), picks]), picks, -1)
+
+  return choose
 
 
 def seed_runs(config, workdir, prepared, table, seed, tuned, sizes):
@@ -137,9 +121,9 @@ def seed_runs(config, workdir, prepared, table, seed, tuned, sizes):
         "variance": adaptive.simulate(
             z, pred, pools, kernel, bias, tuned["temperature"], max(sizes),
             ev.score, ev.head_chunk),
-        "clairvoyant": clairvoyant(z, pred, pools, kernel, bias,
-                                   tuned["temperature"], max(sizes), loss,
-                                   oracle, ev)}
+        "clairvoyant": adaptive.simulate(
+            z, pred, pools, kernel, bias, tuned["temperature"], max(sizes),
+            ev.score, ev.head_chunk, choose=clairvoyant(pred, loss, oracle))}
     for policy, order in orders.items():
       for k in sizes:
         chosen = [r[o[:k]] for r, o in zip(run.pool_by_ann, order)]
