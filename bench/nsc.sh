@@ -9,7 +9,8 @@
 # standardised eGeMAPS features; partition 0 once more with raw features;
 # the three partitions again with head_shrinkage=100
 # (bench/results/nsc_shrinkage.md); heads on the aggregate's trunk
-# (bench/results/nsc_consensus_heads.md).
+# (bench/results/nsc_consensus_heads.md); shrunk per-listener calibration
+# (bench/results/nsc_calibration.md).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions; adaptive vs random
 # enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
@@ -48,3 +49,7 @@ python bench/nsc_table.py "${shrunk[@]}" --out=bench/results/nsc_shrinkage.md
 # retraining): bench/results/nsc_consensus_heads.md.
 python bench/nsc_consensus_heads.py "$work/p0" "$work/p1" "$work/p2" \
   --out=bench/results/nsc_consensus_heads.md
+# The aggregate calibrated per listener, shrunk toward the identity or the
+# source raters' typical calibration: bench/results/nsc_calibration.md.
+python bench/nsc_calibration.py "$work/p0" "$work/p1" "$work/p2" \
+  --out=bench/results/nsc_calibration.md

@@ -1,0 +1,160 @@
+"""Per-listener calibration of the aggregate on NSC, shrunk: does any help?
+
+  python bench/nsc_calibration.py WORKDIR [...] [--shrinks=2,5,20,100]
+      [--out=bench/results/nsc_calibration.md]
+
+WORKDIRs: NSC partitions trained by bench/nsc.sh (e.g. /tmp/annojax_nsc/p0;
+the partition seed is read from each one's config.json). A new listener's
+enrollment clips are all the training-speaker clips they rated (k = all,
+~6-10). The aggregate's predictions x are calibrated to the listener's
+ratings y on those clips (baselines.calibrate's form): with n clips and
+w = n / (n + shrink),
+
+  a = w sd(y) / sd(x) + (1 - w) a0,   mean = w mean(y) + (1 - w) (a0 mean(x) + c0)
+
+so shrink -> 0 is the listener's own mean and s.d., shrink -> infinity the
+prior. Two priors: identity (a0 = 1, c0 = 0: the aggregate itself, the
+protocol's `calibrated@k`) and the SOURCE raters' typical calibration
+(a0, c0: the mean over the source's held-out raters, those with >= 2
+ratings, of their own a and c against the aggregate on held-out clips; no
+target rating is used). Pooled CCC_ind per replicate (partition x seed),
+paired t-test against the aggregate over replicates.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from annojax import evaluate  # pylint: disable=g-import-not-at-top
+from annojax import metrics  # pylint: disable=g-import-not-at-top
+from annojax import train  # pylint: disable=g-import-not-at-top
+from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
+from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+from configs import nsc  # pylint: disable=g-import-not-at-top
+import report  # pylint: disable=g-import-not-at-top
+
+DIMS = ("activation", "valence")
+
+
+def calibrate(x, y, mask, shrink, a0, c0):
+  """(a, c) per annotator and dimension, pulled toward (a0, c0) [D]."""
+  n, mx, vx = metrics.masked_moments(x, mask)
+  _, my, vy = metrics.masked_moments(y, mask)
+  sx = np.sqrt(vx)
+  w = n / (n + shrink)
+  ratio = np.where((sx > 1e-8) & (n >= 2),
+                   np.sqrt(vy) / np.maximum(sx, 1e-8), a0)
+  a = w * ratio + (1 - w) * a0
+  return a, w * my + (1 - w) * (a0 * mx + c0) - a * mx
+
+
+def padded(groups, x_of, y_of):
+  """Per group of rows, x and y padded to [N, K, D] with a mask."""
+  k = max(len(g) for g in groups)
+  d = y_of(groups[0]).shape[1]
+  x = np.zeros((len(groups), k, d))
+  y = np.zeros((len(groups), k, d))
+  mask = np.zeros((len(groups), k))
+  for i, g in enumerate(groups):
+    x[i, :len(g)], y[i, :len(g)], mask[i, :len(g)] = x_of(g), y_of(g), 1
+  return x, y, mask
+
+
+def source_prior(held, agg_held):
+  """(a0, c0) [D]: the mean calibration of the source's held-out raters."""
+  ann = held["pair_annotator"]
+  rows = np.arange(len(ann))
+  groups = [g for g in evaluate._rows_by_annotator(rows, ann, np.unique(ann))  # pylint: disable=protected-access
+            if len(g) >= 2]
+  x, y, mask = padded(groups, lambda g: agg_held[held["pair_clip"][g]],
+                      lambda g: held["pair_values"][g])
+  a, c = calibrate(x, y, mask, 0.0, 1.0, 0.0)
+  return a.mean(0), c.mean(0), len(groups)
+
+
+def replicate(config, workdir, prepared, seed, shrinks, held):
+  """{row: pooled CCC_ind [D]} of one seed of one partition."""
+  ev = config.eval
+  table = pipeline.load_table(prepared.target, "full")
+  graphdef, params = train.load_best(config, workdir, "aggregate", prepared,
+                                     seed)
+  k_ag, b_ag = train.head_arrays(params)
+  agg, agg_held = (np.einsum("cdh,dh->cd", train.trunk_features(
+      graphdef, params, e), k_ag[0]) + b_ag[0]
+                   for e in (table.embeddings, held["embeddings"]))
+  a0, c0, n_src = source_prior(held, agg_held)
+  priors = {"identity": (np.ones(len(DIMS)), np.zeros(len(DIMS))),
+            "source raters": (a0, c0)}
+  preds = {}
+  for f, speakers in enumerate(evaluate.speaker_folds(
+      table.speakers, ev.folds, seed, ev.fold_by)):
+    run = evaluate._Run(table, table.speakers, speakers, seed, f,  # pylint: disable=protected-access
+                        ev.min_test)
+    rows = run.test_rows
+    pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
+    x, y, mask = padded(run.pool_by_ann,
+                        lambda g: agg[table.pair_clip[g]],
+                        lambda g: table.pair_values[g])
+    agg_test = agg[table.pair_clip[rows]]
+    preds.setdefault("aggregate", []).append((rows, agg_test))
+    preds.setdefault("source raters' calibration alone", []).append(
+        (rows, a0 * agg_test + c0))
+    for prior, (pa, pc) in priors.items():
+      for s in shrinks:
+        a, c = calibrate(x, y, mask, s, pa, pc)
+        preds.setdefault(f"toward {prior}, shrink {s:g}", []).append(
+            (rows, a[pos] * agg_test + c[pos]))
+  out = {}
+  for row, parts in preds.items():
+    r = np.concatenate([p for p, _ in parts])
+    out[row] = metrics.ccc_ind(np.concatenate([v for _, v in parts]),
+                               table.pair_values[r], table.pair_annotator[r])
+  return out, (a0, c0, n_src)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("workdirs", nargs="+")
+  ap.add_argument("--shrinks", default="0,2,5,20,100")
+  ap.add_argument("--out", default="")
+  args = ap.parse_args()
+  shrinks = [float(x) for x in args.shrinks.split(",")]
+  by_row, priors = {}, []
+  for workdir in args.workdirs:
+    with open(os.path.join(workdir, "config.json")) as f:
+      part = json.load(f)["data"]["partition_seed"]
+    config = nsc.get_config()
+    config.data.partition_seed = part
+    prepared = prepare.prepare(config, workdir)
+    held = evaluate.source_held_out(prepared)
+    for seed in range(config.eval.seeds):
+      rows, prior = replicate(config, workdir, prepared, seed, shrinks, held)
+      priors.append(prior)
+      for row, v in rows.items():
+        by_row.setdefault(row, []).append(v)
+  base = np.array(by_row["aggregate"])
+  a0 = np.mean([p[0] for p in priors], 0)
+  c0 = np.mean([p[1] for p in priors], 0)
+  lines = [
+      f"NSC, the aggregate calibrated per listener on all their enrollment "
+      f"clips, shrunk toward a prior (bench/nsc_calibration.py), "
+      f"{len(base)} replicates (partition x seed). Pooled CCC_ind, mean +- "
+      "s.d. over replicates; `*` paired t-test p < 0.05 vs the aggregate, "
+      "`^`/`v` above/below. Source raters' calibration a0 / c0 (mean over "
+      f"replicates, from {int(np.mean([p[2] for p in priors]))} held-out "
+      f"raters each): act. {a0[0]:.2f} / {c0[0]:+.3f}, val. {a0[1]:.2f} / "
+      f"{c0[1]:+.3f}.", "", "| row | act. | val. |", "|---|---|---|"]
+  for row, vals in by_row.items():
+    vals = np.array(vals)
+    cells = [report.vs_baseline(vals[:, d], base[:, d])
+             for d in range(len(DIMS))]
+    lines.append(f"| {row} | {' | '.join(cells)} |")
+  report.emit("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+  main()
