@@ -9,6 +9,13 @@ row per new annotator, and are fit for every annotator at once.
               enrollment predictions to the annotator's ratings, shrunk
               toward the identity with few clips
   finetune    head-only Adam from the mapped head (MSE + L2 pull toward it)
+
+and, fit once on OTHER annotators (the source's held-out raters):
+
+  typical_calibration
+              the aggregate at the raters' typical scale: one (a, c) for
+              everyone, the pooled within-rater s.d. of the ratings over
+              that of the aggregate's predictions on the same clips
 """
 
 from __future__ import annotations
@@ -55,6 +62,23 @@ def calibrate(x, y, mask, shrink):
   a = w * ratio + (1 - w)
   target_mean = w * my + (1 - w) * mx
   return a, target_mean - a * mx
+
+
+def typical_calibration(x, y, mask):
+  """One CCC-consistent calibration (a [D], c [D]) for a population.
+
+  x / y / mask: the aggregate's predictions and the ratings on each rater's
+  clips, padded [N, K, D] / [N, K]. The aggregate predicts the consensus,
+  whose spread within a rater's clips is below that rater's own: a is the
+  ratio of the pooled within-rater s.d.s (each rater's deviations from
+  their own mean: sum_n n var(y_n) / sum_n n var(x_n), square-rooted; no
+  ratio of a few clips' s.d.s), c puts the mean over all pairs at the
+  ratings' mean."""
+  n, mx, vx = metrics.masked_moments(x, mask)
+  _, my, vy = metrics.masked_moments(y, mask)
+  a = np.sqrt((n * vy).sum(0) / np.maximum((n * vx).sum(0), 1e-12))
+  total = max(float(n.sum()), 1.0)
+  return a, ((n * my).sum(0) - a * (n * mx).sum(0)) / total
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))

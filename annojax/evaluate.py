@@ -12,6 +12,13 @@ speakers they rated; they are tested on the clips of test speakers they rated
 
 Rows (each gives one prediction per test (clip, annotator) pair):
   aggregate      the consensus model, same prediction for everyone
+  aggregate_rescaled
+                 the aggregate at the raters' typical scale, also the same
+                 for everyone: a, c of baselines.typical_calibration fit per
+                 seed on the SOURCE's held-out raters (never the target).
+                 The consensus varies less than one rater's ratings, which
+                 CCC_ind penalises; this is the aggregate without that
+                 penalty, the baseline a per-annotator row must beat
   mean_heads     the mean of all pre-trained heads
   random_head    a random pre-trained head per annotator
   most_similar@k the best-scoring head on k enrollment clips (k=all: every
@@ -231,6 +238,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
 
   cells: dict[str, dict] = {}
   tuned_by_seed = []  # mixture temperature / EB noise per seed
+  rescale_by_seed = []  # aggregate_rescaled's (a, c) per seed
   held_out = None if categorical else source_held_out(prepared)
   adaptive_sizes = _adaptive_sizes(ev)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
@@ -244,8 +252,9 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
     z = train.trunk_features(g_ia, p_ia, table.embeddings)  # [C, D, H]
     kernel, bias = train.head_arrays(p_ia)
     k_ag, b_ag = train.head_arrays(p_ag)
-    agg_clip = np.einsum("cdh,dh->cd", train.trunk_features(
-        g_ag, p_ag, table.embeddings), k_ag[0]) + b_ag[0]
+    aggregate_on = lambda e: np.einsum("cdh,dh->cd", train.trunk_features(
+        g_ag, p_ag, e), k_ag[0]) + b_ag[0]  # pylint: disable=cell-var-from-loop
+    agg_clip = aggregate_on(table.embeddings)
     if train.warn_if_degenerate(
         f"aggregate model (seed {seed}) on the target", agg_clip.std(0),
         categorical):
@@ -259,7 +268,17 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       tuned = tune_on_source(config, held_out, g_ia, p_ia, kernel, bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
       # Each annotator's mean and s.d. over ALL ratings (oracle_calibrated).
-      calibrated_all = _calibrated_on_all(table, agg_clip)
+      cidx, y_all, m_all = _packed_by_annotator(
+          table.pair_clip, table.pair_annotator, table.pair_values)
+      calibrated_all = baselines.calibrate(agg_clip[cidx], y_all, m_all,
+                                           shrink=0.0)
+      cidx, y_src, m_src = _packed_by_annotator(
+          held_out["pair_clip"], held_out["pair_annotator"],
+          held_out["pair_values"])
+      rescale = baselines.typical_calibration(
+          aggregate_on(held_out["embeddings"])[cidx], y_src, m_src)
+      rescale_by_seed.append({"a": rescale[0].tolist(),
+                              "c": rescale[1].tolist()})
     if adaptive_sizes:
       pred_all = adaptive.head_predictions(z, kernel, bias, categorical)
       # Categorical heads scored by log-likelihood: T = 1 is Bayes' rule
@@ -280,6 +299,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
       out = {}
       out["aggregate"] = agg_clip[table.pair_clip[rows]]
+      if not categorical:
+        out["aggregate_rescaled"] = rescale[0] * out["aggregate"] + rescale[1]
       out["mean_heads"] = mean_clip[table.pair_clip[rows]]
       rand = run.rng.integers(len(kernel), size=len(run.annotators))
       out["random_head"] = head_pred(rows, pos, kernel[rand], bias[rand])
@@ -383,6 +404,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
           np.sum(excluded)),
       "overlap_with_pretraining": shared,
       "posterior_tuning (source held-out annotators)": tuned_by_seed,
+      "aggregate_rescaled (a, c per seed; source held-out annotators)":
+          rescale_by_seed,
       "warnings": warnings}
   if have_types:
     results["type_match"] = {
@@ -409,16 +432,18 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def _calibrated_on_all(table, agg_clip):
-  """Per target annotator (a, c) putting the aggregate's predictions at the
-  mean and s.d. of ALL their ratings (test clips included): the ceiling of
-  any per-annotator calibration, the same in every fold."""
-  ann = table.pair_annotator
-  groups = _rows_by_annotator(np.arange(len(ann)), ann,
-                              np.arange(ann.max() + 1))
-  cidx, y, m = enroll.pack([table.pair_clip[g] for g in groups],
-                           [table.pair_values[g] for g in groups])
-  return baselines.calibrate(agg_clip[cidx], y, m, shrink=0.0)
+def _packed_by_annotator(pair_clip, pair_annotator, pair_values):
+  """Every rating, one padded row per annotator (sorted ids; enroll.pack):
+  (clip idx [N, K], ratings [N, K, D], mask [N, K]). With the aggregate at
+  x = its predictions on those clips: calibrate(x, ..., shrink=0) puts it
+  at each annotator's own mean and s.d. (oracle_calibrated, on the target:
+  the ceiling of any per-annotator calibration, the same in every fold);
+  typical_calibration at the raters' typical scale (aggregate_rescaled, on
+  the source's held-out raters)."""
+  rows = np.arange(len(pair_annotator))
+  groups = _rows_by_annotator(rows, pair_annotator, np.unique(pair_annotator))
+  return enroll.pack([pair_clip[g] for g in groups],
+                     [pair_values[g] for g in groups])
 
 
 def _oracle(z, table, pos, test_by_ann, kernel, bias, ev, shuffle=None):
@@ -577,7 +602,8 @@ _ORACLES = ("oracle", "oracle_calibrated", "oracle_chance")
 
 
 def _row_order(names):
-  fixed = ["aggregate", "mean_heads", "random_head"]
+  fixed = [n for n in ("aggregate", "aggregate_rescaled", "mean_heads",
+                       "random_head") if n in names]
   rest = [n for n in names if n not in fixed and n not in _ORACLES]
 
   def key(n):

@@ -14,10 +14,10 @@ w = n / (n + shrink),
 
 so shrink -> 0 is the listener's own mean and s.d., shrink -> infinity the
 prior. Two priors: identity (a0 = 1, c0 = 0: the aggregate itself, the
-protocol's `calibrated@k`) and the SOURCE raters' typical calibration
-(a0, c0: the mean over the source's held-out raters, those with >= 2
-ratings, of their own a and c against the aggregate on held-out clips; no
-target rating is used). Pooled CCC_ind per replicate (partition x seed),
+protocol's `calibrated@k`) and the SOURCE raters' typical scale (a0, c0:
+baselines.typical_calibration on the source's held-out raters, as the
+protocol's `aggregate_rescaled` row, which is this prior alone; no target
+rating is used). Pooled CCC_ind per replicate (partition x seed),
 paired t-test against the aggregate over replicates.
 """
 
@@ -29,6 +29,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from annojax import baselines  # pylint: disable=g-import-not-at-top
 from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
@@ -64,18 +65,6 @@ def padded(groups, x_of, y_of):
   return x, y, mask
 
 
-def source_prior(held, agg_held):
-  """(a0, c0) [D]: the mean calibration of the source's held-out raters."""
-  ann = held["pair_annotator"]
-  rows = np.arange(len(ann))
-  groups = [g for g in evaluate._rows_by_annotator(rows, ann, np.unique(ann))  # pylint: disable=protected-access
-            if len(g) >= 2]
-  x, y, mask = padded(groups, lambda g: agg_held[held["pair_clip"][g]],
-                      lambda g: held["pair_values"][g])
-  a, c = calibrate(x, y, mask, 0.0, 1.0, 0.0)
-  return a.mean(0), c.mean(0), len(groups)
-
-
 def replicate(config, workdir, prepared, seed, shrinks, held):
   """{row: pooled CCC_ind [D]} of one seed of one partition."""
   ev = config.eval
@@ -86,7 +75,10 @@ def replicate(config, workdir, prepared, seed, shrinks, held):
   agg, agg_held = (np.einsum("cdh,dh->cd", train.trunk_features(
       graphdef, params, e), k_ag[0]) + b_ag[0]
                    for e in (table.embeddings, held["embeddings"]))
-  a0, c0, n_src = source_prior(held, agg_held)
+  cidx, y_src, m_src = evaluate._packed_by_annotator(  # pylint: disable=protected-access
+      held["pair_clip"], held["pair_annotator"], held["pair_values"])
+  a0, c0 = baselines.typical_calibration(agg_held[cidx], y_src, m_src)
+  n_src = len(cidx)
   priors = {"identity": (np.ones(len(DIMS)), np.zeros(len(DIMS))),
             "source raters": (a0, c0)}
   preds = {}
@@ -101,7 +93,8 @@ def replicate(config, workdir, prepared, seed, shrinks, held):
                         lambda g: table.pair_values[g])
     agg_test = agg[table.pair_clip[rows]]
     preds.setdefault("aggregate", []).append((rows, agg_test))
-    preds.setdefault("source raters' calibration alone", []).append(
+    preds.setdefault("source raters' scale alone (aggregate_rescaled)",
+                     []).append(
         (rows, a0 * agg_test + c0))
     for prior, (pa, pc) in priors.items():
       for s in shrinks:
@@ -144,7 +137,7 @@ def main():
       f"clips, shrunk toward a prior (bench/nsc_calibration.py), "
       f"{len(base)} replicates (partition x seed). Pooled CCC_ind, mean +- "
       "s.d. over replicates; `*` paired t-test p < 0.05 vs the aggregate, "
-      "`^`/`v` above/below. Source raters' calibration a0 / c0 (mean over "
+      "`^`/`v` above/below. Source raters' scale a0 / c0 (mean over "
       f"replicates, from {int(np.mean([p[2] for p in priors]))} held-out "
       f"raters each): act. {a0[0]:.2f} / {c0[0]:+.3f}, val. {a0[1]:.2f} / "
       f"{c0[1]:+.3f}.", "", "| row | act. | val. |", "|---|---|---|"]

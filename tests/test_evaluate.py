@@ -201,6 +201,31 @@ def test_calibration_matches_mean_and_sd_and_shrinks_to_identity():
   assert (metrics.ccc(pred[0], y[0]) > metrics.ccc(lin[0], y[0])).all()
 
 
+def test_typical_calibration_is_the_raters_pooled_scale():
+  """Raters whose deviations from their own mean are exactly 1.5x the
+  aggregate's on their clips (each with its own offset and few clips):
+  a = 1.5 in both dimensions; c puts the mean over all pairs at the
+  ratings' mean; padding is ignored. A per-rater ratio of s.d.s would be
+  the same here; with noise it is the pooled one that stays near 1.5."""
+  rng = np.random.default_rng(0)
+  n, k = 40, 6
+  x = rng.normal(0.0, 0.2, size=(n, k, 2))
+  mask = (rng.random((n, k)) < 0.8).astype(float)
+  mask[:, :2] = 1
+  m = mask[..., None]
+  mean_x = (m * x).sum(1, keepdims=True) / m.sum(1, keepdims=True)
+  y = rng.normal(0.0, 0.3, size=(n, 1, 2)) + 1.5 * (x - mean_x)
+  y = np.where(m > 0, y, 99.0)  # padding: never read
+  a, c = baselines.typical_calibration(x, y, mask)
+  np.testing.assert_allclose(a, [1.5, 1.5], rtol=1e-6)
+  on = mask > 0
+  np.testing.assert_allclose(c, y[on].mean(0) - a * x[on].mean(0),
+                             atol=1e-9)
+  noisy = np.where(m > 0, y + 0.3 * rng.normal(size=y.shape), 99.0)
+  a_noisy, _ = baselines.typical_calibration(x, noisy, mask)
+  assert (a_noisy > 1.5).all()  # the noise is rater spread the model lacks
+
+
 def test_ccc_con_uses_the_consensus_of_all_ratings():
   """CCC_con compares the mean prediction with the consensus of ALL of a
   clip's ratings, not only of the annotators in the run."""
@@ -282,7 +307,8 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
   """Run (seed 0, fold 0) of the table, recomputed here from the trained
   models: aggregate, mean of heads (as the mean of every head's own
   prediction), most-similar@all, linear fit / calibration / fine-tuning
-  at k = all, and CCC_con against the consensus of all ratings."""
+  at k = all, the calibration ceiling, the aggregate at the source
+  raters' scale, and CCC_con against the consensus of all ratings."""
   config, workdir, prepared = trained_tiny
   ev = config.eval
   table = pipeline.load_table(prepared.target, "full")
@@ -332,6 +358,24 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
     at = ann == a
     want.setdefault("oracle_calibrated", np.zeros_like(y))[at] = (
         y_a.mean(0) + scale * (agg_clip[clip[at]] - p_a.mean(0)))
+  # The aggregate at the source held-out raters' pooled scale.
+  held = evaluate.source_held_out(prepared)
+  agg_held = train.pair_predictions(
+      train.trunk_features(g_ag, p_ag, held["embeddings"]), k_ag, b_ag,
+      held["pair_clip"], np.zeros(len(held["pair_clip"]), int))
+  ss_y = ss_x = 0.0
+  for a in np.unique(held["pair_annotator"]):
+    of = held["pair_annotator"] == a
+    ss_y = ss_y + ((held["pair_values"][of]
+                    - held["pair_values"][of].mean(0)) ** 2).sum(0)
+    ss_x = ss_x + ((agg_held[of] - agg_held[of].mean(0)) ** 2).sum(0)
+  scale = np.sqrt(ss_y / ss_x)
+  assert (scale > 1.0).all()  # the consensus varies less than a rater
+  want["aggregate_rescaled"] = held["pair_values"].mean(0) + scale * (
+      agg_clip[clip] - agg_held.mean(0))
+  tuned = protocol["protocol"][
+      "aggregate_rescaled (a, c per seed; source held-out annotators)"]
+  np.testing.assert_allclose(tuned[0]["a"], scale, rtol=1e-4)
   for row, pred in want.items():
     cell = protocol["rows"][row]
     assert cell["ccc_ind"]["activation"]["run_keys"][0] == [0, 0]
