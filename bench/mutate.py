@@ -304,9 +304,10 @@ MUTANTS = [
       "the oracle's chance level is the oracle itself (clips not shuffled)",
       ("tests/test_evaluate.py",)),
     M("oracle_calibrated_mean_only", "annojax/evaluate.py",
-      "return baselines.calibrate(agg_clip[cidx], y, m, shrink=0.0)",
-      "return np.ones_like(y[:, 0]), metrics.masked_moments(y, m)[1] - "
-      "metrics.masked_moments(agg_clip[cidx], m)[1]",
+      "calibrated_all = baselines.calibrate(agg_clip[cidx], y_all, m_all,\n"
+      "                                           shrink=0.0)",
+      "calibrated_all = (np.ones_like(y_all[:, 0]), metrics.masked_moments("
+      "y_all, m_all)[1] - metrics.masked_moments(agg_clip[cidx], m_all)[1])",
       "the calibration ceiling matches the annotator's mean, not the s.d.",
       ("tests/test_evaluate.py",)),
     M("blank_rows_shift_lines", "annojax/predict.py",
@@ -329,6 +330,23 @@ MUTANTS = [
       "temperature = 10.0 if categorical else tuned.temperature",
       "the protocol's posterior for categorical heads is not Bayes' rule "
       "(T = 10)", ("tests/test_categorical.py",)),
+    M("rescale_on_target", "annojax/evaluate.py",
+      'held_out["pair_clip"], held_out["pair_annotator"],\n'
+      '          held_out["pair_values"])\n'
+      '      rescale = baselines.typical_calibration(\n'
+      '          aggregate_on(held_out["embeddings"])[cidx], y_src, m_src)',
+      'table.pair_clip, table.pair_annotator,\n'
+      '          table.pair_values)\n'
+      '      rescale = baselines.typical_calibration(\n'
+      '          agg_clip[cidx], y_src, m_src)',
+      "aggregate_rescaled is fit on the TARGET's ratings (test clips "
+      "included), not the source's held-out raters",
+      ("tests/test_evaluate.py",)),
+    M("rescale_unweighted", "annojax/baselines.py",
+      "a = np.sqrt((n * vy).sum(0) / np.maximum((n * vx).sum(0), 1e-12))",
+      "a = np.sqrt(vy.mean(0) / np.maximum(vx.mean(0), 1e-12))",
+      "the raters' typical scale ignores how many clips each rater has",
+      ("tests/test_evaluate.py",)),
 ]
 
 
