@@ -177,6 +177,13 @@ class _Run:
     self.rng = rng
 
 
+def fold_runs(table, seed: int, ev) -> list[_Run]:
+  """The protocol's (seed, fold) runs of one seed, fold by fold."""
+  return [_Run(table, table.speakers, speakers, seed, f, ev.min_test)
+          for f, speakers in enumerate(speaker_folds(
+              table.speakers, ev.folds, seed, ev.fold_by))]
+
+
 def _rows_by_annotator(rows, annotator, ids):
   """`rows` grouped by their annotator: one array per id of the sorted
   `ids` (every row's annotator among them), rows in their given order."""
@@ -289,11 +296,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       return train.pair_predictions(z, k_n, b_n, table.pair_clip[rows],
                                     ann_pos)
 
-    folds = speaker_folds(table.speakers, ev.folds, seed, ev.fold_by)
-    n_folds = len(folds)
+    runs = fold_runs(table, seed, ev)
+    n_folds = len(runs)
     oof: dict[str, list] = {}  # row -> [(test rows, predictions)] by fold
-    for f, test_speakers in enumerate(folds):
-      run = _Run(table, table.speakers, test_speakers, seed, f, ev.min_test)
+    for f, run in enumerate(runs):
       excluded.append(run.excluded)
       rows = run.test_rows
       pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])

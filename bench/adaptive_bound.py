@@ -100,10 +100,7 @@ def seed_runs(config, workdir, prepared, table, seed, tuned, sizes):
   pred = adaptive.head_predictions(z, kernel, bias)
   prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
   out = {}
-  for f, speakers in enumerate(evaluate.speaker_folds(
-      table.speakers, ev.folds, seed, ev.fold_by)):
-    run = evaluate._Run(table, table.speakers, speakers, seed, f,  # pylint: disable=protected-access
-                        ev.min_test)
+  for run in evaluate.fold_runs(table, seed, ev):
     rows = run.test_rows
     pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
     test = [rows[pos == i] for i in range(len(run.annotators))]

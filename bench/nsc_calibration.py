@@ -22,7 +22,6 @@ paired t-test against the aggregate over replicates.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -30,12 +29,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import baselines  # pylint: disable=g-import-not-at-top
+from annojax import enroll  # pylint: disable=g-import-not-at-top
 from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
-from annojax.data import prepare  # pylint: disable=g-import-not-at-top
-from configs import nsc  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
@@ -51,18 +49,6 @@ def calibrate(x, y, mask, shrink, a0, c0):
                    np.sqrt(vy) / np.maximum(sx, 1e-8), a0)
   a = w * ratio + (1 - w) * a0
   return a, w * my + (1 - w) * (a0 * mx + c0) - a * mx
-
-
-def padded(groups, x_of, y_of):
-  """Per group of rows, x and y padded to [N, K, D] with a mask."""
-  k = max(len(g) for g in groups)
-  d = y_of(groups[0]).shape[1]
-  x = np.zeros((len(groups), k, d))
-  y = np.zeros((len(groups), k, d))
-  mask = np.zeros((len(groups), k))
-  for i, g in enumerate(groups):
-    x[i, :len(g)], y[i, :len(g)], mask[i, :len(g)] = x_of(g), y_of(g), 1
-  return x, y, mask
 
 
 def replicate(config, workdir, prepared, seed, shrinks, held):
@@ -82,15 +68,13 @@ def replicate(config, workdir, prepared, seed, shrinks, held):
   priors = {"identity": (np.ones(len(DIMS)), np.zeros(len(DIMS))),
             "source raters": (a0, c0)}
   preds = {}
-  for f, speakers in enumerate(evaluate.speaker_folds(
-      table.speakers, ev.folds, seed, ev.fold_by)):
-    run = evaluate._Run(table, table.speakers, speakers, seed, f,  # pylint: disable=protected-access
-                        ev.min_test)
+  for run in evaluate.fold_runs(table, seed, ev):
     rows = run.test_rows
     pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
-    x, y, mask = padded(run.pool_by_ann,
-                        lambda g: agg[table.pair_clip[g]],
-                        lambda g: table.pair_values[g])
+    cidx, y, mask = enroll.pack([table.pair_clip[g] for g in run.pool_by_ann],
+                                [table.pair_values[g]
+                                 for g in run.pool_by_ann])
+    x = agg[cidx]
     agg_test = agg[table.pair_clip[rows]]
     preds.setdefault("aggregate", []).append((rows, agg_test))
     preds.setdefault("source raters' scale alone (aggregate_rescaled)",
@@ -117,36 +101,25 @@ def main():
   args = ap.parse_args()
   shrinks = [float(x) for x in args.shrinks.split(",")]
   by_row, priors = {}, []
-  for workdir in args.workdirs:
-    with open(os.path.join(workdir, "config.json")) as f:
-      part = json.load(f)["data"]["partition_seed"]
-    config = nsc.get_config()
-    config.data.partition_seed = part
-    prepared = prepare.prepare(config, workdir)
+  for config, workdir, prepared in report.nsc_partitions(args.workdirs):
     held = evaluate.source_held_out(prepared)
     for seed in range(config.eval.seeds):
       rows, prior = replicate(config, workdir, prepared, seed, shrinks, held)
       priors.append(prior)
       for row, v in rows.items():
         by_row.setdefault(row, []).append(v)
-  base = np.array(by_row["aggregate"])
   a0 = np.mean([p[0] for p in priors], 0)
   c0 = np.mean([p[1] for p in priors], 0)
-  lines = [
+  report.emit(report.vs_aggregate_table(
+      by_row,
       f"NSC, the aggregate calibrated per listener on all their enrollment "
       f"clips, shrunk toward a prior (bench/nsc_calibration.py), "
-      f"{len(base)} replicates (partition x seed). Pooled CCC_ind, mean +- "
-      "s.d. over replicates; `*` paired t-test p < 0.05 vs the aggregate, "
-      "`^`/`v` above/below. Source raters' scale a0 / c0 (mean over "
-      f"replicates, from {int(np.mean([p[2] for p in priors]))} held-out "
-      f"raters each): act. {a0[0]:.2f} / {c0[0]:+.3f}, val. {a0[1]:.2f} / "
-      f"{c0[1]:+.3f}.", "", "| row | act. | val. |", "|---|---|---|"]
-  for row, vals in by_row.items():
-    vals = np.array(vals)
-    cells = [report.vs_baseline(vals[:, d], base[:, d])
-             for d in range(len(DIMS))]
-    lines.append(f"| {row} | {' | '.join(cells)} |")
-  report.emit("\n".join(lines) + "\n", args.out)
+      f"{len(by_row['aggregate'])} replicates (partition x seed). Pooled "
+      "CCC_ind, mean +- s.d. over replicates; `*` paired t-test p < 0.05 vs "
+      "the aggregate, `^`/`v` above/below. Source raters' scale a0 / c0 "
+      f"(mean over replicates, from {int(np.mean([p[2] for p in priors]))} "
+      f"held-out raters each): act. {a0[0]:.2f} / {c0[0]:+.3f}, val. "
+      f"{a0[1]:.2f} / {c0[1]:+.3f}."), args.out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ issue, without retraining: the trunk is the consensus model's.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -35,11 +34,7 @@ from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import posterior  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
-from annojax.data import prepare  # pylint: disable=g-import-not-at-top
-from configs import nsc  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
-
-DIMS = ("activation", "valence")
 
 
 def pulled_heads(z, pair_clip, pair_annotator, pair_values, w0, lam, a_n):
@@ -70,9 +65,7 @@ def replicate(config, workdir, prepared, seed, lambdas):
   z_t, z_s, z_h = (train.trunk_features(graphdef, params, e) for e in (
       table.embeddings, src.embeddings, held["embeddings"]))
   agg = np.einsum("cdh,dh->cd", z_t, k_ag[0]) + b_ag[0]
-  runs = [evaluate._Run(table, table.speakers, spk, seed, f, ev.min_test)  # pylint: disable=protected-access
-          for f, spk in enumerate(evaluate.speaker_folds(
-              table.speakers, ev.folds, seed, ev.fold_by))]
+  runs = evaluate.fold_runs(table, seed, ev)
   preds = {"aggregate": [(r.test_rows, agg[table.pair_clip[r.test_rows]])
                          for r in runs]}
   for lam in lambdas:
@@ -117,29 +110,18 @@ def main():
   args = ap.parse_args()
   lambdas = [float(x) for x in args.lambdas.split(",")]
   by_row = {}
-  for workdir in args.workdirs:
-    with open(os.path.join(workdir, "config.json")) as f:
-      part = json.load(f)["data"]["partition_seed"]
-    config = nsc.get_config()
-    config.data.partition_seed = part
-    prepared = prepare.prepare(config, workdir)
+  for config, workdir, prepared in report.nsc_partitions(args.workdirs):
     for seed in range(config.eval.seeds):
       for row, v in replicate(config, workdir, prepared, seed,
                               lambdas).items():
         by_row.setdefault(row, []).append(v)
-  base = np.array(by_row["aggregate"])
-  lines = [
+  report.emit(report.vs_aggregate_table(
+      by_row,
       f"NSC, heads on the aggregate model's trunk pulled toward its head "
-      f"(bench/nsc_consensus_heads.py), {len(base)} replicates "
-      "(partition x seed). Pooled CCC_ind, mean +- s.d. over replicates; "
-      "`*` paired t-test p < 0.05 vs the aggregate, `^`/`v` above/below.",
-      "", "| row | act. | val. |", "|---|---|---|"]
-  for row, vals in by_row.items():
-    vals = np.array(vals)
-    cells = [report.vs_baseline(vals[:, d], base[:, d])
-             for d in range(len(DIMS))]
-    lines.append(f"| {row} | {' | '.join(cells)} |")
-  report.emit("\n".join(lines) + "\n", args.out)
+      f"(bench/nsc_consensus_heads.py), {len(by_row['aggregate'])} "
+      "replicates (partition x seed). Pooled CCC_ind, mean +- s.d. over "
+      "replicates; `*` paired t-test p < 0.05 vs the aggregate, `^`/`v` "
+      "above/below."), args.out)
 
 
 if __name__ == "__main__":

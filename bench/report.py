@@ -4,9 +4,14 @@ Imported as `report` by scripts run as `python bench/<script>.py` (their
 folder is on the import path) after they put the repository root there.
 """
 
+import json
+import os
+
 import numpy as np
 
 from annojax import metrics
+from annojax.data import prepare
+from configs import nsc
 
 
 def emit(text: str, out: str = "") -> None:
@@ -27,3 +32,27 @@ def vs_baseline(values, baseline) -> str:
   if metrics.paired_tests(values, baseline)["t_p"] < 0.05:  # False for nan
     mark = "*" + ("^" if np.nanmean(values) > np.nanmean(baseline) else "v")
   return f"{np.nanmean(values):.3f} +- {np.nanstd(values):.3f}{mark}"
+
+
+def nsc_partitions(workdirs):
+  """(config, workdir, prepared) of each NSC partition trained by
+  bench/nsc.sh, its partition seed read from the run's config.json."""
+  for workdir in workdirs:
+    with open(os.path.join(workdir, "config.json")) as f:
+      part = json.load(f)["data"]["partition_seed"]
+    config = nsc.get_config()
+    config.data.partition_seed = part
+    yield config, workdir, prepare.prepare(config, workdir)
+
+
+def vs_aggregate_table(by_row, intro: str, dims=("act.", "val.")) -> str:
+  """A table of replicates {row: [values [D] per replicate]}, each cell
+  vs_baseline against the "aggregate" row's replicates."""
+  base = np.array(by_row["aggregate"])
+  lines = [intro, "", "| row | " + " | ".join(dims) + " |",
+           "|---|" + "---|" * len(dims)]
+  for row, vals in by_row.items():
+    vals = np.array(vals)
+    lines.append(f"| {row} | " + " | ".join(
+        vs_baseline(vals[:, d], base[:, d]) for d in range(len(dims))) + " |")
+  return "\n".join(lines) + "\n"
