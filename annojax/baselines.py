@@ -43,24 +43,27 @@ def linear_fit(x, y, mask, ridge):
   return (sxy * n - sx * sy) / det, (sxx * sy - sx * sxy) / det
 
 
-def calibrate(x, y, mask, shrink):
+def calibrate(x, y, mask, shrink, prior=(1.0, 0.0)):
   """CCC-consistent calibration -> (a, c) with prediction a x + c.
 
-  Per annotator and dimension, with n enrollment clips, w = n / (n + shrink):
-    a = w * sd(y) / sd(x) + (1 - w)        (s.d. matching, toward 1)
+  Per annotator and dimension, with n enrollment clips, w = n / (n + shrink)
+  and the prior calibration (a0, c0) (default the identity, 1 and 0):
+    a = w * sd(y) / sd(x) + (1 - w) a0     (s.d. matching, toward a0)
     c = mean(y)_w - a * mean(x)            where mean(y)_w = w mean(y) +
-                                           (1 - w) mean(x)
+                                           (1 - w) (a0 mean(x) + c0)
   i.e. the calibrated predictions have the annotator's mean and s.d. on the
-  enrollment clips when n >> shrink, and are the aggregate's own with no
-  clips. One clip (no s.d.) keeps a = 1 and shifts the mean only.
+  enrollment clips when n >> shrink, and are the prior's (the aggregate's
+  own for the identity) with no clips. One clip (no s.d.) keeps a = a0 and
+  shifts the mean only.
   """
+  a0, c0 = prior
   n, mx, vx = metrics.masked_moments(x, mask)
   _, my, vy = metrics.masked_moments(y, mask)
   sx, sy = np.sqrt(vx), np.sqrt(vy)
   w = n / (n + shrink)
-  ratio = np.where((sx > 1e-8) & (n >= 2), sy / np.maximum(sx, 1e-8), 1.0)
-  a = w * ratio + (1 - w)
-  target_mean = w * my + (1 - w) * mx
+  ratio = np.where((sx > 1e-8) & (n >= 2), sy / np.maximum(sx, 1e-8), a0)
+  a = w * ratio + (1 - w) * a0
+  target_mean = w * my + (1 - w) * (a0 * mx + c0)
   return a, target_mean - a * mx
 
 

@@ -7,8 +7,8 @@ WORKDIRs: NSC partitions trained by bench/nsc.sh (e.g. /tmp/annojax_nsc/p0;
 the partition seed is read from each one's config.json). A new listener's
 enrollment clips are all the training-speaker clips they rated (k = all,
 ~6-10). The aggregate's predictions x are calibrated to the listener's
-ratings y on those clips (baselines.calibrate's form): with n clips and
-w = n / (n + shrink),
+ratings y on those clips (baselines.calibrate with a prior): with n clips
+and w = n / (n + shrink),
 
   a = w sd(y) / sd(x) + (1 - w) a0,   mean = w mean(y) + (1 - w) (a0 mean(x) + c0)
 
@@ -39,30 +39,18 @@ import report  # pylint: disable=g-import-not-at-top
 DIMS = ("activation", "valence")
 
 
-def calibrate(x, y, mask, shrink, a0, c0):
-  """(a, c) per annotator and dimension, pulled toward (a0, c0) [D]."""
-  n, mx, vx = metrics.masked_moments(x, mask)
-  _, my, vy = metrics.masked_moments(y, mask)
-  sx = np.sqrt(vx)
-  w = n / (n + shrink)
-  ratio = np.where((sx > 1e-8) & (n >= 2),
-                   np.sqrt(vy) / np.maximum(sx, 1e-8), a0)
-  a = w * ratio + (1 - w) * a0
-  return a, w * my + (1 - w) * (a0 * mx + c0) - a * mx
-
-
-def replicate(config, workdir, prepared, seed, shrinks, held):
-  """{row: pooled CCC_ind [D]} of one seed of one partition."""
+def replicate(config, workdir, prepared, seed, shrinks, table, held,
+              held_packed):
+  """{row: pooled CCC_ind [D]} of one seed of one partition; table, held
+  (and its ratings packed by rater) are the partition's, read once."""
   ev = config.eval
-  table = pipeline.load_table(prepared.target, "full")
   graphdef, params = train.load_best(config, workdir, "aggregate", prepared,
                                      seed)
   k_ag, b_ag = train.head_arrays(params)
   agg, agg_held = (np.einsum("cdh,dh->cd", train.trunk_features(
       graphdef, params, e), k_ag[0]) + b_ag[0]
                    for e in (table.embeddings, held["embeddings"]))
-  cidx, y_src, m_src = evaluate._packed_by_annotator(  # pylint: disable=protected-access
-      held["pair_clip"], held["pair_annotator"], held["pair_values"])
+  cidx, y_src, m_src = held_packed
   a0, c0 = baselines.typical_calibration(agg_held[cidx], y_src, m_src)
   n_src = len(cidx)
   priors = {"identity": (np.ones(len(DIMS)), np.zeros(len(DIMS))),
@@ -82,7 +70,7 @@ def replicate(config, workdir, prepared, seed, shrinks, held):
         (rows, a0 * agg_test + c0))
     for prior, (pa, pc) in priors.items():
       for s in shrinks:
-        a, c = calibrate(x, y, mask, s, pa, pc)
+        a, c = baselines.calibrate(x, y, mask, s, (pa, pc))
         preds.setdefault(f"toward {prior}, shrink {s:g}", []).append(
             (rows, a[pos] * agg_test + c[pos]))
   out = {}
@@ -102,9 +90,13 @@ def main():
   shrinks = [float(x) for x in args.shrinks.split(",")]
   by_row, priors = {}, []
   for config, workdir, prepared in report.nsc_partitions(args.workdirs):
+    table = pipeline.load_table(prepared.target, "full")
     held = evaluate.source_held_out(prepared)
+    held_packed = evaluate._packed_by_annotator(  # pylint: disable=protected-access
+        held["pair_clip"], held["pair_annotator"], held["pair_values"])
     for seed in range(config.eval.seeds):
-      rows, prior = replicate(config, workdir, prepared, seed, shrinks, held)
+      rows, prior = replicate(config, workdir, prepared, seed, shrinks,
+                              table, held, held_packed)
       priors.append(prior)
       for row, v in rows.items():
         by_row.setdefault(row, []).append(v)

@@ -52,12 +52,11 @@ def pulled_heads(z, pair_clip, pair_annotator, pair_values, w0, lam, a_n):
   return theta[..., :-1], theta[..., -1]
 
 
-def replicate(config, workdir, prepared, seed, lambdas):
-  """{row: pooled CCC_ind [D]} of one seed of one partition."""
+def replicate(config, workdir, prepared, seed, lambdas, table, src, held):
+  """{row: pooled CCC_ind [D]} of one seed of one partition; the target
+  table, the source training table and its held-out material are the
+  partition's, read once."""
   ev = config.eval
-  table = pipeline.load_table(prepared.target, "full")
-  src = pipeline.load_table(prepared.source, "train")
-  held = evaluate.source_held_out(prepared)
   graphdef, params = train.load_best(config, workdir, "aggregate", prepared,
                                      seed)
   k_ag, b_ag = train.head_arrays(params)
@@ -111,9 +110,12 @@ def main():
   lambdas = [float(x) for x in args.lambdas.split(",")]
   by_row = {}
   for config, workdir, prepared in report.nsc_partitions(args.workdirs):
+    data = (pipeline.load_table(prepared.target, "full"),
+            pipeline.load_table(prepared.source, "train"),
+            evaluate.source_held_out(prepared))
     for seed in range(config.eval.seeds):
-      for row, v in replicate(config, workdir, prepared, seed,
-                              lambdas).items():
+      for row, v in replicate(config, workdir, prepared, seed, lambdas,
+                              *data).items():
         by_row.setdefault(row, []).append(v)
   report.emit(report.vs_aggregate_table(
       by_row,
