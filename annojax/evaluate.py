@@ -247,6 +247,12 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   tuned_by_seed = []  # mixture temperature / EB noise per seed
   rescale_by_seed = []  # aggregate_rescaled's (a, c) per seed
   held_out = None if categorical else source_held_out(prepared)
+  if not categorical:  # every rating, by rater: the same for every seed
+    target_packed = _packed_by_annotator(
+        table.pair_clip, table.pair_annotator, table.pair_values)
+    held_packed = _packed_by_annotator(
+        held_out["pair_clip"], held_out["pair_annotator"],
+        held_out["pair_values"])
   adaptive_sizes = _adaptive_sizes(ev)
   pooled: dict[str, dict] = {}  # row -> {(seed, 0): metrics over all folds}
   type_match: dict[str, list] = {}
@@ -275,13 +281,10 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       tuned = tune_on_source(config, held_out, g_ia, p_ia, kernel, bias, seed)
       tuned_by_seed.append(dataclasses.asdict(tuned))
       # Each annotator's mean and s.d. over ALL ratings (oracle_calibrated).
-      cidx, y_all, m_all = _packed_by_annotator(
-          table.pair_clip, table.pair_annotator, table.pair_values)
+      cidx, y_all, m_all = target_packed
       calibrated_all = baselines.calibrate(agg_clip[cidx], y_all, m_all,
                                            shrink=0.0)
-      cidx, y_src, m_src = _packed_by_annotator(
-          held_out["pair_clip"], held_out["pair_annotator"],
-          held_out["pair_values"])
+      cidx, y_src, m_src = held_packed
       rescale = baselines.typical_calibration(
           aggregate_on(held_out["embeddings"])[cidx], y_src, m_src)
       rescale_by_seed.append({"a": rescale[0].tolist(),
@@ -354,7 +357,7 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
             _sample_enrollment(run.rng, run.pool_by_ann, k), name)
         if categorical:
           continue
-        agg_test = agg_clip[table.pair_clip[rows]]
+        agg_test = out["aggregate"]
         a, c = baselines.linear_fit(agg_clip[cidx], y_e, m_e,
                                     ev.linear_ridge)
         out[f"linear_fit@{name}"] = a[pos] * agg_test + c[pos]

@@ -331,12 +331,10 @@ MUTANTS = [
       "the protocol's posterior for categorical heads is not Bayes' rule "
       "(T = 10)", ("tests/test_categorical.py",)),
     M("rescale_on_target", "annojax/evaluate.py",
-      'held_out["pair_clip"], held_out["pair_annotator"],\n'
-      '          held_out["pair_values"])\n'
+      'cidx, y_src, m_src = held_packed\n'
       '      rescale = baselines.typical_calibration(\n'
       '          aggregate_on(held_out["embeddings"])[cidx], y_src, m_src)',
-      'table.pair_clip, table.pair_annotator,\n'
-      '          table.pair_values)\n'
+      'cidx, y_src, m_src = target_packed\n'
       '      rescale = baselines.typical_calibration(\n'
       '          agg_clip[cidx], y_src, m_src)',
       "aggregate_rescaled is fit on the TARGET's ratings (test clips "
