@@ -63,18 +63,14 @@ def read_labels(path: str, classes) -> ratings_lib.Ratings:
     clip, ann, values = [], [], []
     for line, row in enumerate(r, start=2):
       label = (row["label"] or "").strip()
-      if not label:  # a suggested clip left unrated: a blank row
-        clip.append(row["clip"].strip())
-        ann.append(row["annotator"].strip())
-        values.append(np.full(len(classes), np.nan))
-        continue
-      if label not in classes:
+      if label and label not in classes:
         raise ratings_lib.RatingsError(
             f"{path}: line {line}: label {label!r} is not one of {classes}")
       clip.append(row["clip"].strip())
       ann.append(row["annotator"].strip())
-      values.append(np.where(np.arange(len(classes)) == classes.index(label),
-                             1.0, -1.0))
+      values.append(  # blank: a suggested clip left unrated
+          np.where(np.arange(len(classes)) == classes.index(label), 1.0, -1.0)
+          if label else np.full(len(classes), np.nan))
   return ratings_lib.make_ratings(clip, ann, [""] * len(clip), values,
                                   classes, source=path)
 
