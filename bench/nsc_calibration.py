@@ -34,6 +34,7 @@ from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
+import nsc_runs  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
@@ -89,7 +90,7 @@ def main():
   args = ap.parse_args()
   shrinks = [float(x) for x in args.shrinks.split(",")]
   by_row, priors = {}, []
-  for config, workdir, prepared in report.nsc_partitions(args.workdirs):
+  for config, workdir, prepared in nsc_runs.partitions(args.workdirs):
     table = pipeline.load_table(prepared.target, "full")
     held = evaluate.source_held_out(prepared)
     held_packed = evaluate._packed_by_annotator(  # pylint: disable=protected-access

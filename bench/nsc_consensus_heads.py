@@ -34,6 +34,7 @@ from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import posterior  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
+import nsc_runs  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 
@@ -109,7 +110,7 @@ def main():
   args = ap.parse_args()
   lambdas = [float(x) for x in args.lambdas.split(",")]
   by_row = {}
-  for config, workdir, prepared in report.nsc_partitions(args.workdirs):
+  for config, workdir, prepared in nsc_runs.partitions(args.workdirs):
     data = (pipeline.load_table(prepared.target, "full"),
             pipeline.load_table(prepared.source, "train"),
             evaluate.source_held_out(prepared))

@@ -4,14 +4,9 @@ Imported as `report` by scripts run as `python bench/<script>.py` (their
 folder is on the import path) after they put the repository root there.
 """
 
-import json
-import os
-
 import numpy as np
 
 from annojax import metrics
-from annojax.data import prepare
-from configs import nsc
 
 
 def emit(text: str, out: str = "") -> None:
@@ -32,17 +27,6 @@ def vs_baseline(values, baseline) -> str:
   if metrics.paired_tests(values, baseline)["t_p"] < 0.05:  # False for nan
     mark = "*" + ("^" if np.nanmean(values) > np.nanmean(baseline) else "v")
   return f"{np.nanmean(values):.3f} +- {np.nanstd(values):.3f}{mark}"
-
-
-def nsc_partitions(workdirs):
-  """(config, workdir, prepared) of each NSC partition trained by
-  bench/nsc.sh, its partition seed read from the run's config.json."""
-  for workdir in workdirs:
-    with open(os.path.join(workdir, "config.json")) as f:
-      part = json.load(f)["data"]["partition_seed"]
-    config = nsc.get_config()
-    config.data.partition_seed = part
-    yield config, workdir, prepare.prepare(config, workdir)
 
 
 def vs_aggregate_table(by_row, intro: str, dims=("act.", "val.")) -> str:
