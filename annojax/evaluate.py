@@ -200,8 +200,7 @@ def _evaluate_row(pred, table, rows, categorical=False):
   y = table.pair_values[rows]
   ann = table.pair_annotator[rows]
   if categorical:  # one column, "all": means over annotators
-    return {"agreement_ind": [metrics.agreement_ind(pred, y, ann).mean()],
-            "loglik_ind": [metrics.loglik_ind(pred, y, ann).mean()]}
+    return {k: [v] for k, v in metrics.categorical_ind(pred, y, ann).items()}
   clip = table.pair_clip[rows]
   # CCC_con's label: the consensus of ALL the clip's ratings (also those
   # of annotators outside this run), constant within the clip.

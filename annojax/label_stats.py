@@ -142,9 +142,8 @@ def best_peer(table: ratings_lib.Ratings, min_common: int = MIN_COMMON
       my, mp = np.nanmean(y, 1, keepdims=True), np.nanmean(p, 1,
                                                              keepdims=True)
       cov = np.nanmean((y - my) * (p - mp), 1)
-      den = (np.nanvar(y, 1) + np.nanvar(p, 1) + (my - mp)[:, 0] ** 2)
-      best.append(np.max(np.where(den > 0, 2 * cov / np.where(den > 0, den,
-                                                                1), 0.0)))
+      best.append(np.max(metrics.ccc_from_moments(
+          cov, np.nanvar(y, 1), np.nanvar(p, 1), my[:, 0], mp[:, 0])))
     out[name] = {
         "annotators": len(best), "min_common": min_common,
         "peers_median": float(np.median(peers)),

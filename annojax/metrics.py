@@ -1,4 +1,15 @@
-"""Evaluation metrics (numpy): CCC, CCC_ind, CCC_con and run statistics."""
+"""Evaluation metrics (numpy): CCC, CCC_ind, CCC_con and run statistics.
+
+Definitions (../shared/METHOD.md, "Evaluation protocol"): CCC is Lin's concordance
+correlation with population moments (divisor n),
+2 cov(p, y) / (var p + var y + (mean p - mean y)^2); CCC_ind is each
+annotator's CCC on their own test ratings, averaged over annotators with
+>= 2 test pairs, every annotator counting once (an unweighted mean, not
+weighted by their number of ratings); CCC_con is the CCC of each clip's
+mean prediction against the consensus (the mean of the clip's ratings).
+Where CCC is undefined (both sides constant and equal: denominator 0) it is
+0; a NaN among the inputs gives NaN, never a number.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +17,23 @@ import numpy as np
 from scipy import stats
 
 
+def ccc_from_moments(cov, vp, vy, mp, my) -> np.ndarray:
+  """Lin's CCC from population moments: 0 where the denominator is 0
+  (undefined: both sides constant and equal), NaN where a moment is NaN."""
+  den = vp + vy + (mp - my) ** 2
+  undefined = np.where(np.isnan(den), np.nan, 0.0)
+  return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), undefined)
+
+
 def ccc(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
-  """Concordance correlation over axis 0 -> [D] (0 where undefined)."""
+  """Concordance correlation over axis 0 -> [D] (population moments; 0
+  where undefined, NaN if an input is NaN)."""
   pred = np.asarray(pred, np.float64)
   label = np.asarray(label, np.float64)
   mp, my = pred.mean(0), label.mean(0)
   vp, vy = pred.var(0), label.var(0)
   cov = ((pred - mp) * (label - my)).mean(0)
-  den = vp + vy + (mp - my) ** 2
-  return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 0.0)
+  return ccc_from_moments(cov, vp, vy, mp, my)
 
 
 def masked_moments(x, mask):
@@ -51,13 +70,14 @@ def ccc_per_group(pred, label, groups) -> tuple[np.ndarray, np.ndarray]:
   _, vy = _group_moments(dy * dy, g, n)
   _, cov = _group_moments(dp * dy, g, n)
   vp, vy, cov = vp / cnt[:, None], vy / cnt[:, None], cov / cnt[:, None]
-  den = vp + vy + (mp - my) ** 2
-  out = np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 0.0)
-  return out, cnt
+  return ccc_from_moments(cov, vp, vy, mp, my), cnt
 
 
 def ccc_ind(pred, label, annotator, min_count: int = 2) -> np.ndarray:
-  """Mean over annotators (with >= min_count pairs) of their own CCC -> [D]."""
+  """CCC_ind (METHOD.md): each annotator's CCC over their own pairs, then
+  the UNWEIGHTED mean over the annotators with >= min_count pairs (each
+  annotator counts once, however many ratings) -> [D]; NaN if none has
+  min_count pairs."""
   per, cnt = ccc_per_group(pred, label, annotator)
   keep = cnt >= min_count
   if not keep.any():
@@ -66,7 +86,9 @@ def ccc_ind(pred, label, annotator, min_count: int = 2) -> np.ndarray:
 
 
 def ccc_con(pred, label, clip) -> np.ndarray:
-  """CCC of the per-clip mean prediction vs the consensus (mean rating)."""
+  """CCC_con (METHOD.md): CCC over clips of each clip's mean prediction vs
+  its mean label (the consensus; the protocol passes every pair the
+  consensus of ALL the clip's ratings), each clip counting once."""
   clip = np.asarray(clip)
   uniq, g = np.unique(clip, return_inverse=True)
   cnt, sp = _group_moments(np.asarray(pred, np.float64), g, len(uniq))
@@ -75,7 +97,11 @@ def ccc_con(pred, label, clip) -> np.ndarray:
 
 
 def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
-  """Paired t-test and Wilcoxon signed-rank of runs vs baseline runs."""
+  """Paired t-test (t = mean(d) / (s.d.(d, ddof 1) / sqrt(n)), n - 1
+  degrees of freedom, two-sided) and Wilcoxon signed-rank (two-sided, zero
+  differences dropped; scipy's exact distribution for small n) of the
+  differences d = values - baseline, pair by pair. NaN p-values with fewer
+  than 2 pairs or no nonzero difference."""
   values, baseline = np.asarray(values), np.asarray(baseline)
   out = {"t_p": float("nan"), "wilcoxon_p": float("nan")}
   diff = values - baseline
@@ -114,3 +140,12 @@ def loglik_ind(logits, label, annotator) -> np.ndarray:
   target = (np.asarray(label) + 1.0) / 2.0
   return _per_annotator_mean((target * log_softmax(logits)).sum(-1),
                              annotator)
+
+
+def categorical_ind(logits, label, annotator) -> dict[str, float]:
+  """The categorical counterparts of CCC_ind: agreement_ind and loglik_ind,
+  each the UNWEIGHTED mean over annotators of their own value (an
+  annotator counts once, however many clips they labelled)."""
+  return {"agreement_ind": float(agreement_ind(logits, label,
+                                               annotator).mean()),
+          "loglik_ind": float(loglik_ind(logits, label, annotator).mean())}

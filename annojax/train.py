@@ -167,8 +167,9 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
   spread = np.asarray(pred, np.float64).std(0)
   if loss_name in losses.CATEGORICAL:
     return {"val_loss": float(loss), "val_pred_std": spread.tolist(),
-            "val_agreement_ind": float(metrics.agreement_ind(
-                pred, table.pair_values, table.pair_annotator).mean())}
+            "val_agreement_ind": metrics.categorical_ind(
+                pred, table.pair_values, table.pair_annotator)[
+                    "agreement_ind"]}
   return {"val_loss": float(loss), "val_pred_std": spread.tolist(),
           "val_ccc_ind": metrics.ccc_ind(pred, table.pair_values,
                                          table.pair_annotator,
