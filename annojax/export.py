@@ -91,6 +91,9 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
       "features": {"corpus": config.data.corpus,
                    "embedding_dim": meta.embedding_dim},
       "ratings_scale": "[-1, 1] (min-max rescaled from the corpus scale)",
+      # The source corpus's own scale: what enroll reads ratings on unless
+      # config.predict.scale says otherwise (None: not recorded).
+      "source_scale": None if meta.scale is None else list(meta.scale),
       "standardizer": (None if meta.feature_mean is None else {
           "mean": meta.feature_mean.tolist(),
           "std": meta.feature_std.tolist(),

@@ -45,11 +45,20 @@ def _bundle_path(config, workdir):
   return config.predict.bundle or os.path.join(workdir, "export")
 
 
-def _embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _embeddings(path: str, bundle) -> tuple[np.ndarray, np.ndarray]:
+  """(clip ids, embeddings) of a file, checked against the bundle's model
+  (the error names the file)."""
   if not path:
     raise ValueError("set --config.predict.embeddings to a .npz/.npy file of "
                      "clip embeddings")
-  return generic_csv.read_embeddings(path)
+  ids, emb = generic_csv.read_embeddings(path)
+  want = bundle.info["embedding_dim"]
+  if emb.ndim != 2 or emb.shape[1] != want:
+    raise ValueError(
+        f"{path}: embeddings of shape {emb.shape}, but the bundle's model "
+        f"takes {want}-d embeddings ({bundle.info['features']}); extract "
+        "them as the model's training data was")
+  return ids, emb
 
 
 def read_labels(path: str, classes) -> ratings_lib.Ratings:
@@ -75,18 +84,67 @@ def read_labels(path: str, classes) -> ratings_lib.Ratings:
                                   classes, source=path)
 
 
-def _enrollment_table(p, bundle, known_clips):
+def declared_scale(p, bundle, mapping: dict | None = None
+                   ) -> tuple[tuple[float, float], str]:
+  """The (low, high) scale ratings are read on and predictions written on,
+  and where it comes from: config.predict.scale where set, else the
+  mapping's (predict: the scale enroll used), else the bundle's source
+  corpus scale. No silent default: a bundle that records none needs
+  config.predict.scale."""
+  if len(p.scale):
+    if len(p.scale) != 2 or not float(p.scale[0]) < float(p.scale[1]):
+      raise ValueError(f"config.predict.scale={tuple(p.scale)}: give "
+                       "(low, high) with low < high, e.g. '(1,5)'")
+    scale, source = (float(p.scale[0]), float(p.scale[1])), \
+        "config.predict.scale"
+    if mapping and mapping.get("scale") and tuple(mapping["scale"]) != scale:
+      logging.warning("config.predict.scale %s differs from the scale %s "
+                      "the enrollment ratings were read on (mapping); "
+                      "predictions are written on %s", scale,
+                      tuple(mapping["scale"]), scale)
+    return scale, source
+  if mapping and mapping.get("scale"):
+    return tuple(mapping["scale"]), "the mapping (the enrollment's scale)"
+  if bundle.info.get("source_scale"):
+    return (tuple(bundle.info["source_scale"]),
+            "the bundle's source corpus; set config.predict.scale if the "
+            "ratings were given on another")
+  raise ValueError("the rating scale is not known: this bundle records no "
+                   "source scale (exported before annojax recorded it); set "
+                   "--config.predict.scale='(low,high)', the scale the "
+                   "ratings were given on")
+
+
+def _warn_if_narrower(t, path, scale):
+  """A file whose ratings all lie strictly inside the declared scale (a 1-5
+  test read on 1-7) is named with its observed range: CCC, the chosen
+  head and the *_scaled predictions all depend on the scale."""
+  raw = ratings_lib.unscale(t.values, *scale)
+  raw = raw[np.isfinite(raw)]
+  if not raw.size:
+    return
+  lo, hi = float(raw.min()), float(raw.max())
+  if (lo, hi) != scale and scale[0] <= lo and hi <= scale[1]:
+    logging.warning("%s: every rating lies in [%g, %g], inside the declared "
+                    "scale [%g, %g]: if they were given on a smaller scale, "
+                    "set --config.predict.scale (it changes the chosen "
+                    "heads and the scaled predictions)", path, lo, hi,
+                    *scale)
+
+
+def _enrollment_table(p, bundle, known_clips, scale):
   """The enrollment ratings of config.predict.ratings (one CSV, or several
   separated by commas: e.g. the first ratings and each round's filled-in
-  suggestions), each file checked with its own line numbers; None when no
-  file is set (a first round of suggestions)."""
+  suggestions) on `scale`, each file checked with its own line numbers;
+  None when no file is set (a first round of suggestions)."""
   tables = []
   for path in [f for f in p.ratings.split(",") if f]:
     if bundle.categorical:
       t = read_labels(path, bundle.dims)
     else:
-      t = generic_csv.read_ratings(path, bundle.dims, tuple(p.scale),
+      t = generic_csv.read_ratings(path, bundle.dims, scale,
                                    speaker_optional=True)
+      _warn_if_narrower(t, path, scale)
     t, lines = _without_blank_rows(t, path)
     tables.append(ratings_lib.validate(t, known_clips=known_clips,
                                        row_offset=lines, row_word="line"))
@@ -133,13 +191,18 @@ def run_enroll(config, workdir: str) -> dict:
     raise ValueError(f"this bundle's heads are categorical: set "
                      f"--config.predict.score to one of "
                      f"{enroll_lib.CATEGORICAL_SCORES}, not {p.score!r}")
-  pool = _embeddings(p.pool) if p.pool else None
-  ids, emb = _embeddings(p.embeddings) if p.embeddings else pool
+  pool = _embeddings(p.pool, bundle) if p.pool else None
+  ids, emb = _embeddings(p.embeddings, bundle) if p.embeddings else pool
   if pool is not None and p.embeddings:  # rated clips: in either file
     new = ~np.isin(pool[0], ids)
     ids = np.concatenate([ids, pool[0][new]])
     emb = np.concatenate([emb, pool[1][new]])
-  table = _enrollment_table(p, bundle, ids)
+  scale = None
+  if not bundle.categorical:
+    scale, source = declared_scale(p, bundle)
+    logging.info("enrollment ratings read on the scale [%g, %g] (from %s)",
+                 *scale, source)
+  table = _enrollment_table(p, bundle, ids, scale)
   row_of = {c: i for i, c in enumerate(ids)}
   names = np.unique(table.annotator) if table is not None else np.array([])
   clip_lists, rating_lists = [], []
@@ -149,7 +212,13 @@ def run_enroll(config, workdir: str) -> dict:
     rating_lists.append(table.values[rows])
   kernel, bias = bundle.heads()
   out = {"bundle": os.path.abspath(_bundle_path(config, workdir)),
-         "score": p.score, "annotators": {}}
+         "score": p.score, "scale": scale, "annotators": {}}
+  if not bundle.categorical and p.score == "ccc":
+    out["score_meaning"] = (
+        f"sum over the {len(bundle.dims)} dimensions of the head's CCC with "
+        f"the enrollment ratings (-{len(bundle.dims)} to "
+        f"{len(bundle.dims)}); score_per_dim = score / "
+        f"{len(bundle.dims)}, a CCC's range")
   out_dir = os.path.join(workdir, "enroll")
   os.makedirs(out_dir, exist_ok=True)
   # Trunk features once, of the rated clips and the pool's.
@@ -198,12 +267,15 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
     json.dump({**header, "annotators": annotators}, f, indent=1)
   with open(os.path.join(out_dir, "mapping.csv"), "w", newline="") as f:
     w = csv.writer(f)
+    # score: summed over dimensions (ccc: up to D); score_per_dim: / D.
+    per_dim = 1 if bundle.categorical else len(bundle.dims)
     w.writerow(["annotator", "num_clips", "head", "weight", "score",
-                "margin", "constant_dims"])
+                "score_per_dim", "margin", "constant_dims"])
     for name, m in annotators.items():
       for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
         w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
-                    f"{m['margin']:.6g}", " ".join(m["constant_dims"])])
+                    f"{s / per_dim:.6g}", f"{m['margin']:.6g}",
+                    " ".join(m["constant_dims"])])
   const = [n for n, m in annotators.items() if m["constant_dims"]]
   if const:
     logging.warning("%d annotator(s) gave the same rating to every "
@@ -311,11 +383,13 @@ def run_predict(config, workdir: str) -> str:
     mapping = json.load(f)
   bundle = export.load(p.bundle or mapping["bundle"])
   n_heads = len(bundle.annotator_ids)
-  ids, emb = _embeddings(p.embeddings)
+  ids, emb = _embeddings(p.embeddings, bundle)
   z = bundle.features(emb)
   kernel, bias = bundle.heads()
   names = list(mapping["annotators"])
-  lo, hi = p.scale
+  if not bundle.categorical:
+    (lo, hi), source = declared_scale(p, bundle, mapping)
+    logging.info("scaled predictions on [%g, %g] (from %s)", lo, hi, source)
   out_dir = os.path.join(workdir, "predict")
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "predictions.csv")

@@ -172,8 +172,10 @@ def get_config():
   config.predict.embeddings = ""
   # enroll: long CSV clip, annotator[, speaker], one column per dimension.
   config.predict.ratings = ""
-  # Scale of the enrollment ratings (and of the *_scaled predictions).
-  config.predict.scale = (1.0, 7.0)
+  # Scale the enrollment ratings were given on (and of the *_scaled
+  # predictions), e.g. (1.0, 5.0). Empty: the bundle's source corpus scale
+  # (enroll logs it and records it in mapping.json; predict reads it there).
+  config.predict.scale = ()
   config.predict.score = "ccc"
   config.predict.top_k = 1
   config.predict.weighted = False

@@ -169,6 +169,77 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   np.testing.assert_allclose(got, 1 + (raw + 1) * 3, rtol=1e-4, atol=1e-4)
 
 
+def _on_five_points(src, dst):
+  """The 1-7 enrollment file rewritten on 1-5 (the same [-1, 1] ratings)."""
+  with open(src, newline="") as f:
+    rows = list(csv.reader(f))
+  with open(dst, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(rows[0])
+    for r in rows[1:]:
+      w.writerow(r[:2] + [f"{1 + (float(v) - 1) * 4 / 6:.9g}" for v in r[2:]])
+
+
+def test_enrollment_scale_is_declared_recorded_and_used_by_predict(
+    tiny_config, bundle_dir, tmp_path, caplog):
+  """No silent default scale: the bundle records its source corpus's scale
+  (the synthetic population's 1-7); a 1-5 listening test enrolled without
+  declaring its scale is read on 1-7 with a warning naming its range; with
+  its scale declared, the same heads and scores as the 1-7 file; the scale
+  is recorded in mapping.json and predict writes on it."""
+  b = export.load(bundle_dir)
+  assert b.info["source_scale"] == [1.0, 7.0]
+  planted = 5
+  ids, emb = _write_inputs(tmp_path, b, planted)
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "enroll")
+  on_seven = jobs.run(c, str(tmp_path / "w7"))["mapping"]
+  _on_five_points(tmp_path / "enroll.csv", tmp_path / "five.csv")
+  c.predict.ratings = str(tmp_path / "five.csv")
+  c.predict.scale = ()  # as a newcomer would leave it
+  with caplog.at_level("WARNING"):
+    undeclared = jobs.run(c, str(tmp_path / "w_undeclared"))["mapping"]
+  assert undeclared["scale"] == (1.0, 7.0)
+  warned = [r.getMessage() for r in caplog.records
+            if "inside the declared scale" in r.getMessage()]
+  assert len(warned) == 1 and "five.csv" in warned[0]
+  assert "[1, 5]" in warned[0] and "[1, 7]" in warned[0]
+  assert undeclared["annotators"]["planted"]["scores"] != pytest.approx(
+      on_seven["annotators"]["planted"]["scores"], abs=1e-3)
+  caplog.clear()
+  c.predict.scale = (1.0, 5.0)
+  with caplog.at_level("WARNING"):
+    declared = jobs.run(c, str(tmp_path / "w5"))["mapping"]
+  assert not [r for r in caplog.records
+              if "inside the declared scale" in r.getMessage()]
+  for who in ("planted", "random"):
+    assert declared["annotators"][who]["heads"] == on_seven["annotators"][
+        who]["heads"]
+    np.testing.assert_allclose(declared["annotators"][who]["scores"],
+                               on_seven["annotators"][who]["scores"],
+                               atol=1e-5)
+  assert declared["annotators"]["planted"]["heads"][0] == b.annotator_ids[
+      planted]
+  with open(tmp_path / "w5" / "enroll" / "mapping.json") as f:
+    assert json.load(f)["scale"] == [1.0, 5.0]
+  # predict, no scale given: the mapping's 1-5.
+  c.mode, c.predict.scale = "predict", ()
+  jobs.run(c, str(tmp_path / "w5"))
+  with open(tmp_path / "w5" / "predict" / "predictions.csv") as f:
+    rows = [r for r in csv.DictReader(f) if r["annotator"] == "planted"]
+  kernel, bias = b.heads()
+  want = np.clip(np.einsum("cdh,dh->cd", b.features(emb), kernel[planted])
+                 + bias[planted], -1, 1)
+  got = np.array([[float(r[f"{d}_scaled"]) for d in b.dims] for r in rows])
+  np.testing.assert_allclose(got, 1 + (want + 1) * 2, atol=1e-4)
+  # A bundle that records no scale needs one declared.
+  older = dataclasses.replace(b, info={k: v for k, v in b.info.items()
+                                       if k != "source_scale"})
+  with pytest.raises(ValueError, match="records no source scale"):
+    predict.declared_scale(ml_collections.ConfigDict({"scale": ()}), older)
+  with pytest.raises(ValueError, match="low < high"):
+    predict.declared_scale(ml_collections.ConfigDict({"scale": (5, 1)}), b)
+
+
 def test_enroll_errors_name_the_problem(tiny_config, bundle_dir, tmp_path):
   b = export.load(bundle_dir)
   _write_inputs(tmp_path, b, 0)
@@ -183,6 +254,27 @@ def test_enroll_errors_name_the_problem(tiny_config, bundle_dir, tmp_path):
     jobs.run(c, str(tmp_path / "w2"))
   with pytest.raises(ValueError, match="trained on"):
     b.features(np.zeros((3, b.info["embedding_dim"] + 1), np.float32))
+
+
+def test_wrong_embedding_dimension_is_one_line_naming_the_file(bundle_dir,
+                                                               tmp_path):
+  b = export.load(bundle_dir)
+  bad = tmp_path / "wrong_dim.npz"
+  np.savez(bad, clip_ids=np.array(["a", "b"]),
+           embeddings=np.zeros((2, b.info["embedding_dim"] + 3), np.float32))
+  r = subprocess.run(
+      [shutil.which("annojax") or "annojax", f"--config={ROOT}/configs/tiny.py",
+       f"--workdir={tmp_path / 'w'}", "--mode=enroll",
+       f"--config.predict.bundle={bundle_dir}",
+       f"--config.predict.embeddings={bad}",
+       f"--config.predict.ratings={tmp_path / 'none.csv'}"],
+      cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1
+  lines = r.stderr.strip().splitlines()
+  assert "Traceback" not in r.stderr
+  assert lines[-2].startswith(f"annojax: error: {bad}: embeddings of shape "
+                              f"(2, {b.info['embedding_dim'] + 3})")
+  assert f"takes {b.info['embedding_dim']}-d embeddings" in lines[-2]
 
 
 def test_mapping_json_is_readable(tiny_config, bundle_dir, tmp_path):

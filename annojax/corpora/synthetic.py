@@ -30,6 +30,10 @@ from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import ratings as ratings_lib
 
 DIMS = ("activation", "valence")
+# The scale the simulated ratings are given on (as MSP-Podcast's 7-point
+# scales; with likert_points = 7 its points are the integers 1..7): what a
+# bundle trained on the synthetic population records as its source scale.
+SCALE = (1.0, 7.0)
 # Bump whenever the same config generates different data: it enters the
 # dataset fingerprint, so a workdir never reuses an older simulator's data.
 # 2: raters drawn slot by slot (sample_raters) instead of Gumbel top-k.
@@ -133,7 +137,7 @@ def _corpus(name, cfg, world, rng, *, num_clips, num_speakers, num_annotators,
   ann_ids = np.array([f"{id_prefix}{i:05d}" for i in range(num_annotators)])
   table = ratings_lib.make_ratings(
       clip_ids[clip_idx], ann_ids[ann_idx], speakers[clip_idx], values, DIMS,
-      source=f"synthetic:{name}")
+      source=f"synthetic:{name}", scale=SCALE)
   return corpus_lib.Corpus(
       name=name, clips=clip_ids, speakers=speakers,
       embeddings=x.astype(np.float32), ratings=table,

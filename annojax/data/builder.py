@@ -87,6 +87,8 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(
             corpus=c.name,
             dims=list(c.dims),
+            # The corpus's own (low, high) rating scale, before [-1, 1].
+            scale=[float(v) for v in c.ratings.scale],
             annotator_ids=list(self._index.ids),
             annotator_types=(None if types is None else
                              [types.get(a, -1) for a in self._index.ids]),
@@ -106,6 +108,14 @@ class AnnojaxRatings(tfds.core.GeneratorBasedBuilder):
                                 for i in v), default=0)
                         for k, v in self._splits.items()},
         ))
+
+  # Nothing is downloaded: TFDS's "Downloading and preparing dataset" and
+  # "downloaded and prepared" banners (printed, not logged) say otherwise.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is in memory already

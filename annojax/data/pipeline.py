@@ -65,6 +65,9 @@ class Meta:
   dropped: dict = dataclasses.field(default_factory=dict)
   # {split: the most ratings any of its clips has}.
   max_raters: dict = dataclasses.field(default_factory=dict)
+  # The corpus's own (low, high) rating scale (None: datasets from before
+  # it was recorded).
+  scale: tuple[float, float] | None = None
 
   @property
   def num_annotators(self) -> int:
@@ -83,7 +86,8 @@ def read_meta(path: str) -> Meta:
               feature_std=_array(md.get("feature_std")),
               feature_clip=md.get("feature_clip"),
               dropped=dict(md.get("dropped") or {}),
-              max_raters={k: int(v) for k, v in md["max_raters"].items()})
+              max_raters={k: int(v) for k, v in md["max_raters"].items()},
+              scale=tuple(md["scale"]) if md.get("scale") else None)
 
 
 def _array(x):
