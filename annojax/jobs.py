@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 
 from absl import logging
@@ -19,13 +20,32 @@ from annojax.data import prepare
 # an exported bundle (config.predict.bundle), not the training data;
 # features turns audio into the embedding file the readers join with; stats
 # describes the configured corpora's labels (no embeddings needed).
-MODES = ("prepare", "train", "evaluate", "export", "all", "enroll", "predict",
-         "features", "stats")
+MODES = {
+    "all": "prepare, train, evaluate, export (the default)",
+    "prepare": "read and validate the corpora, write the TFDS datasets",
+    "train": "train the individual-annotator and aggregate models",
+    "evaluate": "the cross-corpus protocol -> eval/results.{md,json}, plots",
+    "export": "write the self-contained model bundle <workdir>/export",
+    "enroll": "new annotators' ratings + a bundle -> enroll/mapping.{json,csv}"
+              " (and suggested clips to rate next)",
+    "predict": "a mapping + embeddings of new clips -> "
+               "predict/predictions.csv",
+    "features": "audio -> features.npz (librosa or openSMILE), or import "
+                "embeddings",
+    "stats": "describe the corpora's labels alone -> stats/label_stats.md",
+}
+
+
+def check_mode(mode: str):
+  if mode not in MODES:
+    close = difflib.get_close_matches(str(mode), MODES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown config.mode {mode!r}{hint} (one of "
+                     f"{', '.join(MODES)})")
 
 
 def run(config, workdir: str) -> dict:
-  if config.mode not in MODES:
-    raise ValueError(f"unknown config.mode {config.mode!r}; one of {MODES}")
+  check_mode(config.mode)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -1,8 +1,11 @@
 """The command line: `python -m annojax.main` with config overrides."""
 
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from annojax.data import builder
 from annojax.data import pipeline
@@ -52,3 +55,47 @@ def test_local_launcher_runs_the_chosen_interpreter(tmp_path):
   assert not marker.exists()
   log = (work / "logs" / "process_0.log").read_text()
   assert "unknown config.mode 'trian'" in log
+
+
+def _console(*args, cwd):
+  """The installed `annojax` command (README: pip install ... -e .)."""
+  exe = shutil.which("annojax")
+  assert exe, "no `annojax` command: install as the README says (-e .)"
+  return subprocess.run([exe, *args], cwd=cwd, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_console_command_help_and_config_from_another_directory(tmp_path):
+  r = _console("--help", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  for mode in ("all", "prepare", "train", "evaluate", "export", "enroll",
+               "predict", "features", "stats"):
+    assert f"\n  {mode} " in r.stdout, mode
+  r = _console(f"--config={ROOT}/configs/tiny.py", "--config.eval.seeds=3",
+               "--print_config", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "  seeds: 3\n" in r.stdout and "  enroll_sizes:" in r.stdout
+
+
+@pytest.mark.parametrize("args, says, status", [
+    (["--config=no_such_config.py"], "config file 'no_such_config.py' not "
+     "found", 2),
+    (["--config=CONFIG", "--config.trian.lr=3"], "unknown config key "
+     "'trian' in --config.trian.lr=3; Did you mean \"train\"", 2),
+    (["--config=CONFIG", "--config.mode=enrol"], "unknown config.mode "
+     "'enrol'; did you mean 'enroll'?", 1),
+    (["--config=CONFIG", "--mode=enrol"], "flag --mode=enrol: value should "
+     "be one of", 2),
+])
+def test_user_mistakes_are_one_line(tmp_path, args, says, status):
+  args = [a.replace("CONFIG", f"{ROOT}/configs/tiny.py") for a in args]
+  r = _console(*args, f"--workdir={tmp_path / 'w'}", cwd=tmp_path)
+  assert r.returncode == status, r.stderr[-2000:]
+  lines = r.stderr.strip().splitlines()
+  assert lines[-2] == f"annojax: error: {lines[-2][16:]}"
+  assert says in lines[-2], lines[-2]
+  assert lines[-1] == "(run with --verbose for the traceback)"
+  assert "Traceback" not in r.stderr and len(lines) <= 3
+  r = _console(*args, f"--workdir={tmp_path / 'w'}", "--verbose",
+               cwd=tmp_path)
+  assert r.returncode != 0 and "Traceback" in r.stderr
