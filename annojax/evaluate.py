@@ -586,6 +586,8 @@ def summarize(cells: dict[str, dict], dims,
                 "runs": vals[:, j].tolist(),
                 "run_keys": [list(k) for k in keys]}
         if row != "aggregate":
+          # mean paired difference vs the aggregate: the marks' direction
+          cell["difference"] = float(np.nanmean(vals[:, j] - base[:, j]))
           cell.update(metrics.paired_tests(vals[:, j], base[:, j]))
           cell["seed_t_p"] = metrics.paired_tests(
               by_seed[:, j], base_seed[:, j])["t_p"]
@@ -598,7 +600,9 @@ def summarize(cells: dict[str, dict], dims,
                                         "(JSON), vs aggregate"},
       "seeds": {"unit": "seed = mean over its folds (independent "
                         "replicates)", "n": len(seeds),
-                "tests": "paired t-test (+), vs aggregate"}}}
+                "tests": ("paired t-test (+), vs aggregate"
+                          if len(seeds) >= metrics.MIN_PAIRS else
+                          f"none: fewer than {metrics.MIN_PAIRS} seeds")}}}
 
 
 _ROW_KINDS = {"most_similar": 0, "mixture": 1, "eb": 2, "linear_fit": 3,
@@ -634,6 +638,15 @@ def _overlap_line(shared) -> str:
   return line
 
 
+def _mark(cell: dict, test: str, sign: str) -> str:
+  """`sign` + `^` / `v` where the cell's test gives p < 0.05 and the row is
+  above / below the aggregate (its mean paired difference)."""
+  if not cell.get(test, 1.0) < 0.05:  # also False for NaN: no test
+    return ""
+  diff = cell.get("difference")  # absent in results from before it
+  return sign + ("" if diff is None else "^" if diff > 0 else "v")
+
+
 def _table(rows: dict, names, dims, seed_mark: bool = True) -> list[str]:
   label = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
            "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
@@ -645,15 +658,68 @@ def _table(rows: dict, names, dims, seed_mark: bool = True) -> list[str]:
     for metric in names:
       for d in dims:
         v = rows[row][metric][d]
-        star = "*" if v.get("t_p", 1.0) < 0.05 else ""
+        star = _mark(v, "t_p", "*")
         if seed_mark:
-          star += "+" if v.get("seed_t_p", 1.0) < 0.05 else ""
+          star += _mark(v, "seed_t_p", "+")
         cells.append(f"{v['mean']:.3f} +- {v['std']:.3f}{star}")
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   return lines
 
 
+# What each row is (results.md's legend), by the part before "@".
+ROW_LEGEND = {
+    "aggregate": "the consensus model (one head, trained on mean ratings)",
+    "aggregate_rescaled": "the aggregate at the raters' typical scale (one "
+                          "a x + c for everyone, from the source's held-out "
+                          "raters): the baseline an individual row must "
+                          "beat",
+    "mean_heads": "the mean of all pre-trained heads",
+    "random_head": "a random pre-trained head per annotator",
+    "most_similar": "the pre-trained head that best fits the k enrollment "
+                    "ratings, copied (the paper's method)",
+    "mixture": "all heads weighted by a posterior from their enrollment "
+               "scores (temperature tuned on source raters)",
+    "eb": "empirical-Bayes head: the MAP head under a Gaussian prior fitted "
+          "to the pre-trained heads",
+    "linear_fit": "the aggregate's output, linearly fit to each annotator's "
+                  "k ratings",
+    "calibrated": "the aggregate at each annotator's mean and s.d. from the "
+                  "k ratings, shrunk toward the identity",
+    "finetune": "the most-similar head fine-tuned on the k ratings",
+    "oracle": "the best head chosen on the annotator's TEST ratings (an "
+              "upper bound, not a method)",
+    "oracle_chance": "the oracle's choice with test clips shuffled among "
+                     "their ratings: what choosing the best of many heads "
+                     "reaches by luck",
+    "oracle_calibrated": "the aggregate at each annotator's true mean and "
+                         "s.d. (all their ratings): the ceiling of any "
+                         "per-annotator calibration",
+}
+
+
+def _legend(names) -> list[str]:
+  """One line per kind of row present; @k = k random enrollment clips
+  (all = every pool clip), adaptive_ = clips chosen adaptively."""
+  kinds = []
+  for n in names:
+    kind = n.partition("@")[0].removeprefix(ADAPTIVE)
+    if kind not in kinds and kind in ROW_LEGEND:
+      kinds.append(kind)
+  lines = ["Rows (@k: k enrollment clips drawn at random from the "
+           "annotator's clips of training-fold speakers, all: every one; "
+           "adaptive_: the same rule on adaptively chosen clips):", ""]
+  return lines + [f"- {k}: {ROW_LEGEND[k]}" for k in kinds]
+
+
 _METRIC_LABEL = {"ccc_ind": "CCC_ind"}
+
+
+def _seed_test_line(seeds: dict) -> str:
+  if seeds["n"] < metrics.MIN_PAIRS:
+    return (f"- `+^` / `+v`: no test over seeds: n = {seeds['n']} seeds, "
+            f"fewer than {metrics.MIN_PAIRS} (set config.eval.seeds).")
+  return (f"- `+^` / `+v`: paired t-test over seeds; unit: {seeds['unit']}; "
+          f"n = {seeds['n']}.")
 
 
 def to_markdown(results: dict) -> str:
@@ -664,22 +730,27 @@ def to_markdown(results: dict) -> str:
            f"x {p['folds']} folds; {p['pretrained_heads']} pre-trained heads, "
            f"{p['target_annotators']} target annotators; score "
            f"{p['score']}, top-{p['top_k']})", "",
-           "Mean +- std over runs. Tests vs the aggregate row, paired by run:",
-           f"- `*`: paired t-test p < 0.05 over runs; unit: "
+           "Mean +- std over runs. Tests vs the aggregate row, paired by run; "
+           "`^` / `v`: the row is above / below the aggregate (p < 0.05, "
+           "uncorrected for the number of cells):",
+           f"- `*^` / `*v`: paired t-test over runs; unit: "
            f"{tests['runs']['unit']}; n = {tests['runs']['n']} "
            "(Wilcoxon p in the JSON).",
-           f"- `+`: paired t-test p < 0.05 over seeds; unit: "
-           f"{tests['seeds']['unit']}; n = {tests['seeds']['n']}.",
+           _seed_test_line(tests["seeds"]),
            "", _overlap_line(p.get("overlap_with_pretraining")), ""]
   for w in p.get("warnings", []):
     lines += [f"**Warning: {w}.**", ""]
   lines += _table(results["rows"], names, dims)
+  lines += [""] + _legend(list(results["rows"]))
   if "pooled" in results:
+    n = results["pooled"]["tests"]["runs"]["n"]
+    test = (f"`*^` / `*v`: paired t-test p < 0.05 vs aggregate over seeds "
+            f"(n = {n})" if n >= metrics.MIN_PAIRS else
+            f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}")
     lines += ["", "Pooled over folds: per seed, each annotator's "
               "out-of-fold predictions from all folds, then one CCC_ind per "
-              "annotator over that set. Mean +- std over seeds; `*`: paired "
-              f"t-test p < 0.05 vs aggregate over seeds (n = "
-              f"{results['pooled']['tests']['runs']['n']}).", ""]
+              f"annotator over that set. Mean +- std over seeds; {test}.",
+              ""]
     lines += _table(results["pooled"]["rows"], names, dims, seed_mark=False)
   for table, unit in (("per_fold", "paired over runs"),
                       ("pooled", "pooled, paired over seeds")):

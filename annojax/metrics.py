@@ -96,16 +96,19 @@ def ccc_con(pred, label, clip) -> np.ndarray:
   return ccc(sp / cnt[:, None], sy / cnt[:, None])
 
 
+MIN_PAIRS = 3  # fewer paired units: no test (its p is no evidence)
+
+
 def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
   """Paired t-test (t = mean(d) / (s.d.(d, ddof 1) / sqrt(n)), n - 1
   degrees of freedom, two-sided) and Wilcoxon signed-rank (two-sided, zero
   differences dropped; scipy's exact distribution for small n) of the
   differences d = values - baseline, pair by pair. NaN p-values with fewer
-  than 2 pairs or no nonzero difference."""
+  than MIN_PAIRS pairs or no nonzero difference."""
   values, baseline = np.asarray(values), np.asarray(baseline)
   out = {"t_p": float("nan"), "wilcoxon_p": float("nan")}
   diff = values - baseline
-  if len(values) >= 2 and np.any(diff != 0):
+  if len(values) >= MIN_PAIRS and np.any(diff != 0):
     out["t_p"] = float(stats.ttest_rel(values, baseline).pvalue)
     try:
       out["wilcoxon_p"] = float(stats.wilcoxon(values, baseline).pvalue)

@@ -8,12 +8,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-_CURVES = {"most_similar": "most-similar head", "linear_fit": "linear fit",
+_CURVES = {"most_similar": "most-similar head", "mixture": "mixture of heads",
+           "eb": "empirical-Bayes head", "linear_fit": "linear fit",
            "calibrated": "calibrated aggregate",
            "finetune": "fine-tuned mapped head"}
-_LINES = {"aggregate": "aggregate", "random_head": "random head",
-          "mean_heads": "mean of heads", "oracle": "oracle head",
-          "oracle_chance": "oracle head by chance (clips shuffled)"}
+# Rows without an enrollment size: horizontal lines, each its own colour
+# and dash (none of the curves' colours C0-C5), the baselines heaviest.
+_LINES = {"aggregate": ("aggregate", "black", "-", 1.8),
+          "aggregate_rescaled": ("aggregate at the raters' scale", "black",
+                                 "--", 1.8),
+          "mean_heads": ("mean of heads", "tab:olive", ":", 1.4),
+          "random_head": ("random head", "tab:gray", "-.", 1.2),
+          "oracle": ("oracle head (chosen on test)", "tab:pink", "--", 1.0),
+          "oracle_chance": ("oracle by chance (clips shuffled)", "tab:pink",
+                            ":", 1.0)}
 
 
 def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
@@ -26,20 +34,20 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
   fig, axes = plt.subplots(1, len(dims), figsize=(5.5 * len(dims), 4.6),
                            squeeze=False)
   for ax, d in zip(axes[0], dims):
-    for kind, label in _CURVES.items():
+    for i, (kind, label) in enumerate(_CURVES.items()):
       keys = [f"{kind}@{n}" for n in names]
       if not all(k in rows for k in keys):
         continue
       m = np.array([rows[k][metric][d]["mean"] for k in keys])
       s = np.array([rows[k][metric][d]["std"] for k in keys])
-      ax.plot(x, m, marker="o", label=label)
-      ax.fill_between(x, m - s, m + s, alpha=0.15)
-    for i, (row, label) in enumerate(_LINES.items()):
+      ax.plot(x, m, marker="osD^vP"[i], color=f"C{i}", label=label)
+      ax.fill_between(x, m - s, m + s, color=f"C{i}", alpha=0.08)
+    for row, (label, color, dash, width) in _LINES.items():
       if row in rows:
-        ax.axhline(rows[row][metric][d]["mean"], ls="--", lw=1,
-                   color=f"C{i + 3}", label=label)
+        ax.axhline(rows[row][metric][d]["mean"], ls=dash, lw=width,
+                   color=color, label=label)
     _label(ax, x, names, "enrollment clips", metric, d)
-  _legend_and_save(fig, axes, path, ncol=4, bottom=0.12)
+  _legend_and_save(fig, axes, path, ncol=4, bottom=0.17)
 
 
 def _label(ax, x, names, xlabel, ylabel, title):
@@ -89,7 +97,7 @@ def adaptive_vs_random(rows: dict, metric: str, dims, sizes, path: str,
                               ("aggregate", "-.", "0.5")):
       if row in rows:
         ax.axhline(rows[row][metric][d]["mean"], ls=style, lw=1.2,
-                   color=color, label=_LINES[row])
+                   color=color, label=_LINES[row][0])
     _label(ax, ks, ks, "rated clips", metric, f"{title}{d}")
   _legend_and_save(fig, axes, path, ncol=3, bottom=0.16)
 

@@ -183,6 +183,46 @@ def test_tests_pair_runs_by_key():
     evaluate.summarize(cells, ("a",), ("ccc_ind",))
 
 
+def _summary_markdown(n_seeds, gain, folds=4):
+  rng = np.random.default_rng(n_seeds)
+  keys = [(s, f) for s in range(n_seeds) for f in range(folds)]
+  base = {k: rng.uniform(0.2, 0.4) for k in keys}
+  cells = {"aggregate": {k: {"ccc_ind": [base[k]]} for k in keys},
+           "eb@10": {k: {"ccc_ind": [base[k] + gain + 0.002 * rng.normal()]}
+                     for k in keys},
+           "oracle_chance": {k: {"ccc_ind": [base[k] - gain
+                                             + 0.002 * rng.normal()]}
+                             for k in keys}}
+  res = evaluate.summarize(cells, ("act",), ("ccc_ind",))
+  res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
+                     "runs": len(keys), "seeds": n_seeds, "folds": folds,
+                     "pretrained_heads": 9, "target_annotators": 3,
+                     "score": "ccc", "top_k": 1}
+  return res, evaluate.to_markdown(res)
+
+
+def test_results_markdown_marks_direction_legend_and_seed_minimum():
+  """Every mark says above (^) or below (v) the aggregate; a legend names
+  each kind of row; with 2 seeds no seed-level test is run (and the table
+  says so), with 3 it is."""
+  res, md = _summary_markdown(2, 0.05)
+  eb, chance = (res["rows"][r]["ccc_ind"]["act"] for r in ("eb@10",
+                                                             "oracle_chance"))
+  assert np.isnan(eb["seed_t_p"]) and eb["t_p"] < 0.05
+  assert "| eb@10 | " in md and "*^ |" in md.split("| eb@10 |")[1].split(
+      "\n")[0]
+  assert "*v |" in md.split("| oracle_chance |")[1].split("\n")[0]
+  assert "+^" not in md.split("| eb@10 |")[1].split("\n")[0]
+  assert "no test over seeds: n = 2 seeds" in md
+  assert "- eb: empirical-Bayes head" in md
+  assert "- oracle_chance: " in md and "- mixture:" not in md
+  assert chance["difference"] < 0 < eb["difference"]
+  res, md = _summary_markdown(3, 0.05)
+  assert res["rows"]["eb@10"]["ccc_ind"]["act"]["seed_t_p"] < 0.05
+  assert "*^+^ |" in md.split("| eb@10 |")[1].split("\n")[0]
+  assert "*v+v |" in md.split("| oracle_chance |")[1].split("\n")[0]
+
+
 def test_calibration_matches_mean_and_sd_and_shrinks_to_identity():
   rng = np.random.default_rng(0)
   x = rng.normal(0.1, 0.2, size=(2, 400, 2))
