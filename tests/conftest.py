@@ -26,3 +26,17 @@ def trained_tiny(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("trained_tiny"))
   out = jobs.run(config, workdir)
   return config, workdir, out["prepared"]
+
+
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def pytest_terminal_summary(terminalreporter):
+  """One line: how many tests skipped for lack of ../shared (the real data
+  and release formats beside the checkout; README, "What ../shared is")."""
+  skipped = terminalreporter.stats.get("skipped", [])
+  n = sum("../shared" in str(getattr(r, "longrepr", "")) for r in skipped)
+  where = ("present" if os.path.isdir(SHARED) else "absent")
+  terminalreporter.write_line(
+      f"../shared ({SHARED}) {where}: {n} test(s) skipped for lack of its "
+      "data.")
