@@ -534,8 +534,12 @@ def compare_adaptive(runs, sizes, dims) -> dict:
 def adaptive_markdown(comparison: dict, dims, unit: str,
                       metric: str = "CCC_ind") -> list[str]:
   """The adaptive-vs-random table: means, difference, `*` p < 0.05."""
+  n = min((c["n"] for e in comparison.values() for c in e.values()),
+          default=0)
+  test = ("`*` paired t-test p < 0.05" if n >= metrics.MIN_PAIRS else
+          f"no test (n = {n}, fewer than {metrics.MIN_PAIRS})")
   lines = [f"Adaptive vs random enrollment clips ({unit}): {metric} means, "
-           "adaptive minus random, `*` paired t-test p < 0.05.", "",
+           f"adaptive minus random, {test}.", "",
            "| rule@k | " + " | ".join(f"random {d} | adaptive {d} | diff {d}"
                                       for d in dims) + " |",
            "|" + "---|" * (1 + 3 * len(dims))]

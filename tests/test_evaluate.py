@@ -143,7 +143,7 @@ def test_seeds_are_independent_replicates(trained_tiny, protocol):
   assert protocol["tests"]["runs"]["n"] == 10
   assert protocol["tests"]["seeds"]["n"] == 2
   md = open(os.path.join(workdir, "eval", "results.md")).read()
-  assert "n = 10" in md and "n = 2" in md and "unit: seed" in md
+  assert "n = 10" in md and "no test over seeds: n = 2 seeds" in md
   assert ("Leakage check: the target shares 0 clips, 0 speakers, 0 "
           "annotators") in md
 
@@ -503,8 +503,11 @@ def test_adaptive_rows_their_comparison_and_plot(trained_tiny, protocol):
     assert c["n"] == n
     np.testing.assert_allclose(c["difference"],
                                np.mean(runs["adaptive_"] - runs[""]))
-    assert c["t_p"] == pytest.approx(
-        stats.ttest_rel(runs["adaptive_"], runs[""]).pvalue)
+    if n >= metrics.MIN_PAIRS:
+      assert c["t_p"] == pytest.approx(
+          stats.ttest_rel(runs["adaptive_"], runs[""]).pvalue)
+    else:  # tiny's 2 seeds: too few units for a test
+      assert np.isnan(c["t_p"])
   md = open(os.path.join(workdir, "eval", "results.md")).read()
   assert "Adaptive vs random enrollment clips" in md
   assert "| adaptive_eb@20 |" in md

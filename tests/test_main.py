@@ -96,6 +96,10 @@ def test_user_mistakes_are_one_line(tmp_path, args, says, status):
   assert says in lines[-2], lines[-2]
   assert lines[-1] == "(run with --verbose for the traceback)"
   assert "Traceback" not in r.stderr and len(lines) <= 3
-  r = _console(*args, f"--workdir={tmp_path / 'w'}", "--verbose",
-               cwd=tmp_path)
+
+
+def test_verbose_gives_the_traceback(tmp_path):
+  r = _console(f"--config={ROOT}/configs/tiny.py", "--config.trian.lr=3",
+               f"--workdir={tmp_path}", "--verbose", cwd=tmp_path)
   assert r.returncode != 0 and "Traceback" in r.stderr
+  assert "Did you mean" in r.stderr
