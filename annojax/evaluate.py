@@ -745,7 +745,7 @@ def to_markdown(results: dict) -> str:
   for w in p.get("warnings", []):
     lines += [f"**Warning: {w}.**", ""]
   lines += _table(results["rows"], names, dims)
-  lines += [""] + _legend(list(results["rows"]))
+  lines += [""] + _legend(_row_order(results["rows"]))
   if "pooled" in results:
     n = results["pooled"]["tests"]["runs"]["n"]
     test = (f"`*^` / `*v`: paired t-test p < 0.05 vs aggregate over seeds "

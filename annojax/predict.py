@@ -115,24 +115,29 @@ def declared_scale(p, bundle, mapping: dict | None = None
                    "ratings were given on")
 
 
-def _warn_if_narrower(t, path, scale):
-  """A file whose ratings all lie strictly inside the declared scale (a 1-5
-  test read on 1-7) is named with its observed range: CCC, the chosen
-  head and the *_scaled predictions all depend on the scale."""
+def _warn_if_narrower(t, path, scale, explicit: bool):
+  """Read on the bundle's scale (none declared), a file whose ratings all
+  lie strictly inside it (a 1-5 test read on 1-7) is named with its
+  observed range: CCC, the chosen head and the *_scaled predictions all
+  depend on the scale. With the scale declared, the range is only logged
+  (a listener need not use every point of a scale)."""
   raw = ratings_lib.unscale(t.values, *scale)
   raw = raw[np.isfinite(raw)]
   if not raw.size:
     return
   lo, hi = float(raw.min()), float(raw.max())
-  if (lo, hi) != scale and scale[0] <= lo and hi <= scale[1]:
-    logging.warning("%s: every rating lies in [%g, %g], inside the declared "
-                    "scale [%g, %g]: if they were given on a smaller scale, "
-                    "set --config.predict.scale (it changes the chosen "
-                    "heads and the scaled predictions)", path, lo, hi,
-                    *scale)
+  if explicit or (lo, hi) == scale:
+    logging.info("%s: ratings span [%g, %g] of the scale [%g, %g]", path,
+                 lo, hi, *scale)
+    return
+  logging.warning("%s: every rating lies in [%g, %g], inside the scale "
+                  "[%g, %g] they were read on (the bundle's source corpus's, "
+                  "none was declared): if they were given on a smaller "
+                  "scale, set --config.predict.scale (it changes the chosen "
+                  "heads and the scaled predictions)", path, lo, hi, *scale)
 
 
-def _enrollment_table(p, bundle, known_clips, scale):
+def _enrollment_table(p, bundle, known_clips, scale, explicit=False):
   """The enrollment ratings of config.predict.ratings (one CSV, or several
   separated by commas: e.g. the first ratings and each round's filled-in
   suggestions) on `scale`, each file checked with its own line numbers;
@@ -144,7 +149,7 @@ def _enrollment_table(p, bundle, known_clips, scale):
     else:
       t = generic_csv.read_ratings(path, bundle.dims, scale,
                                    speaker_optional=True)
-      _warn_if_narrower(t, path, scale)
+      _warn_if_narrower(t, path, scale, explicit)
     t, lines = _without_blank_rows(t, path)
     tables.append(ratings_lib.validate(t, known_clips=known_clips,
                                        row_offset=lines, row_word="line"))
@@ -202,7 +207,8 @@ def run_enroll(config, workdir: str) -> dict:
     scale, source = declared_scale(p, bundle)
     logging.info("enrollment ratings read on the scale [%g, %g] (from %s)",
                  *scale, source)
-  table = _enrollment_table(p, bundle, ids, scale)
+  table = _enrollment_table(p, bundle, ids, scale,
+                            explicit=bool(len(p.scale)))
   row_of = {c: i for i, c in enumerate(ids)}
   names = np.unique(table.annotator) if table is not None else np.array([])
   clip_lists, rating_lists = [], []
