@@ -56,8 +56,9 @@ def _embeddings(path: str, bundle) -> tuple[np.ndarray, np.ndarray]:
   if emb.ndim != 2 or emb.shape[1] != want:
     raise ValueError(
         f"{path}: embeddings of shape {emb.shape}, but the bundle's model "
-        f"takes {want}-d embeddings ({bundle.info['features']}); extract "
-        "them as the model's training data was")
+        f"takes {want}-d embeddings (as its training corpus, "
+        f"{bundle.info['features'].get('corpus', '?')}, had); extract them "
+        "the same way")
   return ids, emb
 
 
