@@ -20,6 +20,7 @@ from annojax import predict
 from annojax import train
 from annojax.corpora import ratings as ratings_lib
 from annojax.data import pipeline
+from tests import test_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -263,7 +264,7 @@ def test_wrong_embedding_dimension_is_one_line_naming_the_file(bundle_dir,
   np.savez(bad, clip_ids=np.array(["a", "b"]),
            embeddings=np.zeros((2, b.info["embedding_dim"] + 3), np.float32))
   r = subprocess.run(
-      [shutil.which("annojax") or "annojax", f"--config={ROOT}/configs/tiny.py",
+      [test_main.console_command(), f"--config={ROOT}/configs/tiny.py",
        f"--workdir={tmp_path / 'w'}", "--mode=enroll",
        f"--config.predict.bundle={bundle_dir}",
        f"--config.predict.embeddings={bad}",

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -57,12 +58,18 @@ def test_local_launcher_runs_the_chosen_interpreter(tmp_path):
   assert "unknown config.mode 'trian'" in log
 
 
-def _console(*args, cwd):
-  """The installed `annojax` command (README: pip install ... -e .)."""
-  exe = shutil.which("annojax")
+def console_command() -> str:
+  """The installed `annojax` command (README: pip install ... -e .): in
+  this interpreter's scripts folder (where pip puts it), else on PATH."""
+  exe = os.path.join(sysconfig.get_path("scripts"), "annojax")
+  exe = exe if os.path.isfile(exe) else shutil.which("annojax")
   assert exe, "no `annojax` command: install as the README says (-e .)"
-  return subprocess.run([exe, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=300)
+  return exe
+
+
+def _console(*args, cwd):
+  return subprocess.run([console_command(), *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
 
 
 def test_console_command_help_and_config_from_another_directory(tmp_path):
