@@ -204,7 +204,7 @@ def run_enroll(config, workdir: str) -> dict:
     ids = np.concatenate([ids, pool[0][new]])
     emb = np.concatenate([emb, pool[1][new]])
   scale = None
-  if not bundle.categorical:
+  if not bundle.categorical and p.ratings:  # (a first round reads none)
     scale, source = declared_scale(p, bundle)
     logging.info("enrollment ratings read on the scale [%g, %g] (from %s)",
                  *scale, source)

@@ -347,6 +347,16 @@ MUTANTS = [
       ("tests/test_evaluate.py",)),
     # The reported metrics (issue: tested against an independent
     # computation): averaging, thresholds, degrees of freedom, sidedness.
+    M("enroll_scale_default_1_7", "annojax/predict.py",
+      "    scale, source = declared_scale(p, bundle)\n",
+      "    scale, source = (1.0, 7.0), \"default\"\n",
+      "enroll reads every ratings file on 1-7, whatever scale is declared "
+      "(the old silent default)", ("tests/test_export.py",)),
+    M("predict_scale_not_from_mapping", "annojax/predict.py",
+      "    (lo, hi), source = declared_scale(p, bundle, mapping)",
+      "    (lo, hi), source = declared_scale(p, bundle)",
+      "predict writes *_scaled on the bundle's scale, not the one the "
+      "enrollment used", ("tests/test_export.py",)),
     M("ccc_ind_weighted", "annojax/metrics.py",
       "  return per[keep].mean(0)",
       "  return (per[keep] * cnt[keep, None]).sum(0) / cnt[keep].sum()",
