@@ -138,7 +138,7 @@ def _warn_if_narrower(t, path, scale, explicit: bool):
                   "heads and the scaled predictions)", path, lo, hi, *scale)
 
 
-def _enrollment_table(p, bundle, known_clips, scale, explicit=False):
+def _enrollment_table(p, bundle, known_clips, scale):
   """The enrollment ratings of config.predict.ratings (one CSV, or several
   separated by commas: e.g. the first ratings and each round's filled-in
   suggestions) on `scale`, each file checked with its own line numbers;
@@ -150,7 +150,7 @@ def _enrollment_table(p, bundle, known_clips, scale, explicit=False):
     else:
       t = generic_csv.read_ratings(path, bundle.dims, scale,
                                    speaker_optional=True)
-      _warn_if_narrower(t, path, scale, explicit)
+      _warn_if_narrower(t, path, scale, explicit=bool(len(p.scale)))
     t, lines = _without_blank_rows(t, path)
     tables.append(ratings_lib.validate(t, known_clips=known_clips,
                                        row_offset=lines, row_word="line"))
@@ -208,8 +208,7 @@ def run_enroll(config, workdir: str) -> dict:
     scale, source = declared_scale(p, bundle)
     logging.info("enrollment ratings read on the scale [%g, %g] (from %s)",
                  *scale, source)
-  table = _enrollment_table(p, bundle, ids, scale,
-                            explicit=bool(len(p.scale)))
+  table = _enrollment_table(p, bundle, ids, scale)
   row_of = {c: i for i, c in enumerate(ids)}
   names = np.unique(table.annotator) if table is not None else np.array([])
   clip_lists, rating_lists = [], []
