@@ -21,7 +21,7 @@ they are logged and left out).
 
 `import_dir` turns a directory of per-clip .npy files (e.g. WavLM outputs,
 [F] or frame-level [T, F], mean-pooled) into the same .npz; `opensmile_csv`
-imports openSMILE's CSV output (egemaps.read_csv).
+imports openSMILE's CSV output (corpora/embeddings.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from annojax import audio
 from annojax import egemaps
+from annojax.corpora import embeddings
 from annojax.corpora import ratings as ratings_lib
 
 EXTRACTORS = ("librosa", "opensmile")
@@ -47,24 +49,11 @@ class FeatureError(RuntimeError):
   """Audio that could not be turned into features; names the paths."""
 
 
-def load_audio(path: str, sample_rate: int = 16000
-               ) -> tuple[np.ndarray, int]:
-  """(mono samples, rate) resampled to sample_rate; empty or non-finite
-  audio is an error (the feature job lists it by path)."""
-  import librosa  # pylint: disable=g-import-not-at-top  (slow import)
-  y, sr = librosa.load(path, sr=sample_rate, mono=True)
-  if y.size == 0:
-    raise ValueError("no audio samples")
-  if not np.isfinite(y).all():
-    raise ValueError("non-finite audio samples")
-  return y, sr
-
-
 def clip_embedding(path: str, sample_rate: int = 16000, n_mels: int = 64,
                    n_mfcc: int = 20) -> np.ndarray:
   """Log-mel + MFCC mean/std statistics of one audio file -> [F]."""
   import librosa  # pylint: disable=g-import-not-at-top  (slow import)
-  y, sr = load_audio(path, sample_rate)
+  y, sr = audio.load_audio(path, sample_rate)
   mel = librosa.power_to_db(librosa.feature.melspectrogram(
       y=y, sr=sr, n_mels=n_mels, n_fft=512, hop_length=160))
   mfcc = librosa.feature.mfcc(S=mel, n_mfcc=n_mfcc)
@@ -79,7 +68,8 @@ def embed(path: str, extractor: str = "librosa", sample_rate: int = 16000,
   if extractor == "librosa":
     return clip_embedding(path, sample_rate, n_mels, n_mfcc)
   if extractor == "opensmile":
-    return egemaps.functionals(*load_audio(path, sample_rate), opensmile_set)
+    return egemaps.functionals(*audio.load_audio(path, sample_rate),
+                               opensmile_set)
   raise ValueError(f"unknown features.extractor {extractor!r}; one of "
                    f"{EXTRACTORS}")
 
@@ -210,7 +200,7 @@ def _check_settings(parts_dir: str, kw: dict):
 
 def import_opensmile_csv(paths, out_path: str) -> str:
   """openSMILE CSV output (one row per clip) -> the embeddings .npz."""
-  ids, emb, names = egemaps.read_csv(paths)
+  ids, emb, names = embeddings.read_opensmile_csv(paths)
   np.savez(out_path, clip_ids=ids, embeddings=emb,
            feature_names=np.array(names))
   logging.info("features: imported %d clips x %d openSMILE functionals -> "

@@ -36,6 +36,7 @@ from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
 from annojax import posterior
+from annojax.corpora import embeddings
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
@@ -51,7 +52,7 @@ def _embeddings(path: str, bundle) -> tuple[np.ndarray, np.ndarray]:
   if not path:
     raise ValueError("set --config.predict.embeddings to a .npz/.npy file of "
                      "clip embeddings")
-  ids, emb = generic_csv.read_embeddings(path)
+  ids, emb = embeddings.read_embeddings(path)
   want = bundle.info["embedding_dim"]
   if emb.ndim != 2 or emb.shape[1] != want:
     raise ValueError(

@@ -15,7 +15,7 @@ from annojax import export
 from annojax import jobs
 from annojax import losses
 from annojax.corpora import crema_d
-from annojax.corpora import generic_csv
+from annojax.corpora import embeddings
 from tests.test_readers import CREMA_HEADER
 
 
@@ -115,7 +115,7 @@ def test_crema_d_end_to_end(tiny_config, tmp_path, monkeypatch):
   b = export.load(str(tmp_path / "work" / "export"))
   assert b.categorical and b.dims == crema_d.DIMS
   assert all(crema_d.rater_group(a) == "pretrain" for a in b.annotator_ids)
-  ids, emb = generic_csv.read_embeddings(str(tmp_path / "emb.npz"))
+  ids, emb = embeddings.read_embeddings(str(tmp_path / "emb.npz"))
   kernel, bias = b.heads()
   rows = ["clip,annotator,label"]
   for j in (0, 1, 2):

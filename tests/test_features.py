@@ -9,7 +9,7 @@ import soundfile as sf
 
 from annojax import egemaps
 from annojax import features
-from annojax.corpora import generic_csv
+from annojax.corpora import embeddings
 
 
 def _write_tones(d, freqs, sr=16000, seconds=0.5):
@@ -35,8 +35,8 @@ def test_parallel_matches_serial_and_resumes(tmp_path):
                             progress=False)
   par = features.extract(paths, str(tmp_path / "p.npz"), chunk=2, workers=2,
                          progress=False)
-  ids_s, emb_s = generic_csv.read_embeddings(serial)
-  ids_p, emb_p = generic_csv.read_embeddings(par)
+  ids_s, emb_s = embeddings.read_embeddings(serial)
+  ids_p, emb_p = embeddings.read_embeddings(par)
   assert list(ids_s) == [f"clip_{i:02d}" for i in range(5)]
   assert sorted(ids_p) == sorted(ids_s)
   order = np.argsort(ids_p)
@@ -54,7 +54,7 @@ def test_parallel_matches_serial_and_resumes(tmp_path):
   more = _write_tones(tmp_path / "audio", [220, 330, 440, 550, 660, 770])
   out = features.extract(more, str(tmp_path / "s.npz"), chunk=2,
                          progress=False)
-  ids2, emb2 = generic_csv.read_embeddings(out)
+  ids2, emb2 = embeddings.read_embeddings(out)
   assert len(ids2) == 6
   assert (emb2[list(ids2).index(str(ids[0]))] == 7.0).all()
   assert len(glob.glob(str(tmp_path / "s.npz.parts" / "part_*.npz"))) == 4
@@ -72,7 +72,7 @@ def test_bad_audio_is_reported_by_path(tmp_path):
     assert f.read().startswith(str(bad) + "\t")
   # skip_bad: the good clips are kept, the bad one listed and left out.
   features.extract(paths, out, progress=False, skip_bad=True)
-  ids, _ = generic_csv.read_embeddings(out)
+  ids, _ = embeddings.read_embeddings(out)
   assert sorted(ids) == ["clip_00", "clip_01"]
 
 
@@ -81,7 +81,7 @@ def test_import_dir_mean_pools_frames(tmp_path):
   d.mkdir()
   np.save(d / "a.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
   np.save(d / "b.npy", np.array([5.0, 6.0]))
-  ids, emb = generic_csv.read_embeddings(
+  ids, emb = embeddings.read_embeddings(
       features.import_dir(str(d), str(tmp_path / "e.npz")))
   assert list(ids) == ["a", "b"]
   np.testing.assert_allclose(emb, [[2.0, 3.0], [5.0, 6.0]])
@@ -165,7 +165,7 @@ def test_features_job_with_opensmile_and_csv_import(tmp_path):
           + "\n" for p, e in zip(paths, emb)))
   config.features.opensmile_csv = str(csv_path)
   config.features.out = str(tmp_path / "imported.npz")
-  ids2, emb2 = generic_csv.read_embeddings(features.run(config, "unused"))
+  ids2, emb2 = embeddings.read_embeddings(features.run(config, "unused"))
   assert ids2.tolist() == ids.tolist()
   np.testing.assert_allclose(emb2, emb, rtol=1e-6)
   config.features.opensmile_csv = ""

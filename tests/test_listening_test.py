@@ -11,9 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from annojax import egemaps
 from annojax.corpora import corpus as corpus_lib
-from annojax.corpora import generic_csv
+from annojax.corpora import embeddings
 from annojax.corpora import listening_test
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import readers
@@ -52,7 +51,7 @@ def test_fixture_values_speakers_and_name_variants():
   # The ratings' `_d5` stimulus is the features' `_stimulus` clip.
   assert "w004_delta_stimulus" in set(t.clip)
   assert not any(c.endswith("_d5") for c in t.clip)
-  ids, emb = generic_csv.read_embeddings(_feats(FIXTURE))
+  ids, emb = embeddings.read_embeddings(_feats(FIXTURE))
   corpus = corpus_lib.join("nsc", t, ids, emb)
   assert len(corpus.clips) == 6 and corpus.embeddings.shape == (6, 88)
 
@@ -123,22 +122,22 @@ def test_opensmile_csv_syntaxes(tmp_path):
   (tmp_path / "py.csv").write_text(
       "file,start,end," + ",".join(names) + "\n"
       "/x/c.wav,0 days,0 days 00:00:01,31,0.5\n")
-  ids, emb, got = egemaps.read_csv(f"{tmp_path}/smile.csv,{tmp_path}/py.csv")
+  ids, emb, got = embeddings.read_opensmile_csv(f"{tmp_path}/smile.csv,{tmp_path}/py.csv")
   assert ids.tolist() == ["a", "b", "c"] and got == names
   np.testing.assert_allclose(emb, [[30.5, .75], [28, .15], [31, .5]])
   (tmp_path / "other.csv").write_text("name,jitter\nd,0.01\n")
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"other.csv: feature columns differ"):
-    egemaps.read_csv(f"{tmp_path}/py.csv,{tmp_path}/other.csv")
+    embeddings.read_opensmile_csv(f"{tmp_path}/py.csv,{tmp_path}/other.csv")
   (tmp_path / "bad.csv").write_text(
       "name," + ",".join(names) + "\ne,1,x\n")
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"bad.csv:2: loudness_sma3_amean='x'"):
-    egemaps.read_csv(str(tmp_path / "bad.csv"))
+    embeddings.read_opensmile_csv(str(tmp_path / "bad.csv"))
   (tmp_path / "dup.csv").write_text(
       "name," + ",".join(names) + "\nf.wav,1,2\nf,1,2\n")
   with pytest.raises(ratings_lib.RatingsError, match=r"share the clip"):
-    egemaps.read_csv(str(tmp_path / "dup.csv"))
+    embeddings.read_opensmile_csv(str(tmp_path / "dup.csv"))
 
 
 @needs_real
@@ -146,7 +145,7 @@ def test_real_nsc_reads_whole_and_joins_every_clip():
   t = _read(REAL)
   assert len(t) == 4519 and len(set(t.annotator)) == 114
   assert len(set(t.clip)) == 300 and len(set(t.speaker)) == 300
-  ids, emb, names = egemaps.read_csv(_feats(REAL))
+  ids, emb, names = embeddings.read_opensmile_csv(_feats(REAL))
   assert emb.shape == (300, 88) and len(names) == 88
   assert names[0] == "F0semitoneFrom27.5Hz_sma3nz_amean"
   corpus = corpus_lib.join("nsc", t, ids, emb)  # every rated clip embedded

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from annojax.corpora import embeddings
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 
@@ -134,8 +135,8 @@ def test_csv_load_rescales_and_joins(tmp_path):
 
 def test_embeddings_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.npz"):
-    generic_csv.read_embeddings(str(tmp_path / "nope.npz"))
+    embeddings.read_embeddings(str(tmp_path / "nope.npz"))
   bad = tmp_path / "bad.npz"
   np.savez(bad, clip_ids=np.array(["a"]), vectors=np.zeros((1, 2)))
   with pytest.raises(ratings_lib.RatingsError, match="no array 'embeddings'"):
-    generic_csv.read_embeddings(str(bad))
+    embeddings.read_embeddings(str(bad))

@@ -245,7 +245,7 @@ def test_real_whiser_labels_through_the_msp_podcast_reader():
 def test_clip_id_rule_is_shared_by_readers_embeddings_and_features(
     tmp_path):
   from annojax import features  # pylint: disable=g-import-not-at-top
-  from annojax.corpora import generic_csv  # pylint: disable=g-import-not-at-top
+  from annojax.corpora import embeddings  # pylint: disable=g-import-not-at-top
   cases = {"MSP-PODCAST_0001_0008.wav": "MSP-PODCAST_0001_0008",
            " Audio/x/001-105.1-2_14.wav ": "001-105.1-2_14",
            "C:\\data\\1001_DFA_ANG_XX.WAV": "1001_DFA_ANG_XX",
@@ -260,14 +260,14 @@ def test_clip_id_rule_is_shared_by_readers_embeddings_and_features(
            "MSP-PODCAST_0888_0003"]
   np.savez(tmp_path / "e.npz", clip_ids=np.array(names),
            embeddings=np.eye(5, 3, dtype=np.float32))
-  ids, _ = generic_csv.read_embeddings(str(tmp_path / "e.npz"))
+  ids, _ = embeddings.read_embeddings(str(tmp_path / "e.npz"))
   table = msp_podcast.read(os.path.join(REPO, "msp_podcast"), splits="all")
   assert set(table.clip) == set(ids)
   np.savez(tmp_path / "d.npz", clip_ids=np.array(["a.wav", "a"]),
            embeddings=np.eye(2, 3, dtype=np.float32))
   with pytest.raises(ratings_lib.RatingsError,
                      match=r"several embeddings share the clip id\(s\) \['a'\]"):
-    generic_csv.read_embeddings(str(tmp_path / "d.npz"))
+    embeddings.read_embeddings(str(tmp_path / "d.npz"))
 
 
 @pytest.mark.parametrize("target", ["iemocap", "msp_improv", "muse",

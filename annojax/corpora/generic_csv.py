@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from annojax.corpora import corpus as corpus_lib
+from annojax.corpora import embeddings
 from annojax.corpora import ratings as ratings_lib
 
 
@@ -79,61 +80,10 @@ def read_ratings(path: str, dims, scale=(-1.0, 1.0),
       ratings_lib.rescale(values, *scale), dims, source=path, scale=scale)
 
 
-def embedding_files(path: str) -> list[str]:
-  """The files an embeddings setting names: one path, or several separated
-  by commas (openSMILE CSVs, e.g. one per speaker gender)."""
-  return [p for p in path.split(",") if p]
-
-
-def read_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (clip ids [C], embeddings [C, F]) from .npz, .npy or .csv."""
-  if path.endswith(".csv"):  # openSMILE output (checked by read_csv)
-    from annojax import egemaps  # pylint: disable=g-import-not-at-top
-    return egemaps.read_csv(path)[:2]
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"embedding file {path} does not exist")
-  if path.endswith(".npz"):
-    with np.load(path) as z:
-      for key in ("clip_ids", "embeddings"):
-        if key not in z:
-          raise ratings_lib.RatingsError(
-              f"{path}: no array {key!r}; found {sorted(z.files)}")
-      ids, emb = z["clip_ids"].astype(str), z["embeddings"]
-  else:
-    table = np.load(path, allow_pickle=True).item()
-    ids = np.array(list(table), dtype=str)
-    emb = np.stack([np.asarray(table[k]) for k in table])
-  return checked(ids, emb, path)
-
-
-def checked(ids, emb, where: str) -> tuple[np.ndarray, np.ndarray]:
-  """(clip ids by the readers' rule, float32 [C, F] embeddings), or an error
-  naming `where` for repeated clip ids, a shape mismatch or a non-finite
-  value. Every embedding source (npz, npy, openSMILE CSV) goes through it."""
-  ids = ratings_lib.clip_ids(ids)  # the readers' clip-id rule
-  uniq, counts = np.unique(ids, return_counts=True)
-  if (counts > 1).any():
-    raise ratings_lib.RatingsError(
-        f"{where}: several embeddings share the clip id(s) "
-        f"{uniq[counts > 1][:5].tolist()} (clip id = file name without "
-        "directories and media extensions)")
-  emb = np.asarray(emb, np.float32)
-  if emb.ndim != 2 or len(emb) != len(ids):
-    raise ratings_lib.RatingsError(
-        f"{where}: embeddings shape {emb.shape} does not match "
-        f"{len(ids)} clip ids")
-  bad = ~np.isfinite(emb).all(1)
-  if bad.any():
-    raise ratings_lib.RatingsError(
-        f"{where}: clip {str(ids[bad][0])!r} has a non-finite embedding "
-        f"({bad.sum()} clips)")
-  return ids, emb
-
-
 def load(name: str, ratings_path: str, embeddings_path: str, dims,
          scale=(-1.0, 1.0)) -> corpus_lib.Corpus:
   """Reads, validates and joins a ratings CSV with an embedding file."""
   # Row offset 2: line 1 is the header, rows are 0-based.
   return corpus_lib.join(name, read_ratings(ratings_path, dims, scale),
-                         *read_embeddings(embeddings_path), row_offset=2,
+                         *embeddings.read_embeddings(embeddings_path), row_offset=2,
                          row_word="line")

@@ -41,6 +41,7 @@ import numpy as np
 
 from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import crema_d
+from annojax.corpora import embeddings
 from annojax.corpora import generic_csv
 from annojax.corpora import iemocap
 from annojax.corpora import listening_test
@@ -117,4 +118,4 @@ def load(spec) -> corpus_lib.Corpus:
     return generic_csv.load(spec.name, spec.path, spec.embeddings,
                             tuple(spec.dims), tuple(spec.scale))
   return corpus_lib.join(spec.name, read_used(spec),
-                         *generic_csv.read_embeddings(spec.embeddings))
+                         *embeddings.read_embeddings(spec.embeddings))

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from annojax.corpora import corpus as corpus_lib
-from annojax.corpora import generic_csv
+from annojax.corpora import embeddings
 from annojax.corpora import readers
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import synthetic
@@ -137,7 +137,7 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
   elif cfg.corpus == "files":
     for spec in (cfg.files.source, cfg.files.target):
       _hash_path(h, spec.path)
-      for path in generic_csv.embedding_files(spec.embeddings):
+      for path in embeddings.embedding_files(spec.embeddings):
         _hash_path(h, path)
   return h.hexdigest()
 
