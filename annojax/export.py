@@ -24,12 +24,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from annojax import evaluate
 from annojax import losses
 from annojax import models
 from annojax import train
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
+from annojax.protocol import source
 
 # 2: adds the feature standardizer. Version-1 bundles (trained on raw
 # features, no standardizer) still load. 3: the standardizer's clip
@@ -110,8 +110,8 @@ def export(config, workdir: str, prepared, path: str | None = None) -> str:
   graphdef, params = train.load_best(config, workdir, "individual", prepared)
   info = _info(config, meta, workdir)
   if info["task"] == "dimensional":  # as the protocol tunes seed 0's model
-    tuned = evaluate.tune_on_source(
-        config, evaluate.source_held_out(prepared), graphdef, params,
+    tuned = source.tune_on_source(
+        config, source.source_held_out(prepared), graphdef, params,
         *train.head_arrays(params), seed=0)
     info["posterior"] = {
         "temperature": tuned.temperature, "noise": tuned.noise,

@@ -8,13 +8,14 @@ import os
 from absl import logging
 import jax
 
-from annojax import evaluate
 from annojax import export
 from annojax import features
 from annojax import label_stats
 from annojax import predict
 from annojax import train
 from annojax.data import prepare
+from annojax.protocol import folds
+from annojax.protocol import loop
 
 # all = prepare -> train -> evaluate -> export. enroll and predict need only
 # an exported bundle (config.predict.bundle), not the training data;
@@ -64,7 +65,7 @@ def run(config, workdir: str) -> dict:
     # One pre-trained pair of models per evaluation seed: a seed is an
     # independent replicate (its own init and data order), replicate 0 is
     # the model that is exported.
-    for r in range(evaluate.num_replicates(config)):
+    for r in range(folds.num_replicates(config)):
       for kind in config.train.models:
         result = train.train_and_evaluate(config, workdir, kind, prepared,
                                           replicate=r)
@@ -72,7 +73,7 @@ def run(config, workdir: str) -> dict:
                      kind, r, result["best_val"], result["best_epoch"])
         out[kind if r == 0 else f"{kind}_seed{r}"] = result
   if config.mode in ("evaluate", "all"):
-    out["results"] = evaluate.run_protocol(config, workdir, prepared)
+    out["results"] = loop.run_protocol(config, workdir, prepared)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "eval", "results.md")) as f:
         print(f.read())

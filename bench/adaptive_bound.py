@@ -46,12 +46,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import adaptive  # pylint: disable=g-import-not-at-top
 from annojax import enroll  # pylint: disable=g-import-not-at-top
-from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import posterior  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
 from annojax.data import prepare  # pylint: disable=g-import-not-at-top
+from annojax.protocol import folds  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py")
@@ -100,7 +100,7 @@ def seed_runs(config, workdir, prepared, table, seed, tuned, sizes):
   pred = adaptive.head_predictions(z, kernel, bias)
   prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
   out = {}
-  for run in evaluate.fold_runs(table, seed, ev):
+  for run in folds.fold_runs(table, seed, ev):
     rows = run.test_rows
     pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
     test = [rows[pos == i] for i in range(len(run.annotators))]

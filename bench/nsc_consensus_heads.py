@@ -29,11 +29,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import enroll  # pylint: disable=g-import-not-at-top
-from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import posterior  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
+from annojax.protocol import folds  # pylint: disable=g-import-not-at-top
+from annojax.protocol import source  # pylint: disable=g-import-not-at-top
 import nsc_runs  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
@@ -65,7 +66,7 @@ def replicate(config, workdir, prepared, seed, lambdas, table, src, held):
   z_t, z_s, z_h = (train.trunk_features(graphdef, params, e) for e in (
       table.embeddings, src.embeddings, held["embeddings"]))
   agg = np.einsum("cdh,dh->cd", z_t, k_ag[0]) + b_ag[0]
-  runs = evaluate.fold_runs(table, seed, ev)
+  runs = folds.fold_runs(table, seed, ev)
   preds = {"aggregate": [(r.test_rows, agg[table.pair_clip[r.test_rows]])
                          for r in runs]}
   for lam in lambdas:
@@ -113,7 +114,7 @@ def main():
   for config, workdir, prepared in nsc_runs.partitions(args.workdirs):
     data = (pipeline.load_table(prepared.target, "full"),
             pipeline.load_table(prepared.source, "train"),
-            evaluate.source_held_out(prepared))
+            source.source_held_out(prepared))
     for seed in range(config.eval.seeds):
       for row, v in replicate(config, workdir, prepared, seed, lambdas,
                               *data).items():

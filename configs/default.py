@@ -114,6 +114,13 @@ def get_config():
   # Adaptive enrollment rows (annojax/adaptive.py) at these sizes (each also
   # in enroll_sizes, whose random rows they are compared with); () = none.
   config.eval.adaptive_sizes = (2, 5, 10, 15, 20, 30)
+  # The protocol's rows by name (annojax/protocol/rows.py, e.g.
+  # ('most_similar', 'mixture')); () = every row for the loss. The aggregate,
+  # the reference of every test, is always in.
+  config.eval.rows = ()
+  # Modules to import first, registering rows of your own (README: "Adding a
+  # protocol row").
+  config.eval.row_modules = ()
   # Similarity score: ccc (sum over dims), pearson or mse.
   config.eval.score = "ccc"
   config.eval.top_k = 1

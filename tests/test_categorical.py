@@ -219,5 +219,5 @@ def test_crema_d_rater_only_split_leaks_and_is_refused(tiny_config, tmp_path):
   got = prepare.prepare(c, str(tmp_path / "w")).overlap
   assert got == {"clips": 100, "speakers": 10, "annotators": 0,
                  "allowed": ["clips", "speakers"]}
-  from annojax import evaluate  # pylint: disable=g-import-not-at-top
-  assert "Overlap allowed" in evaluate._overlap_line(got)  # pylint: disable=protected-access
+  from annojax.protocol import tables  # pylint: disable=g-import-not-at-top
+  assert "Overlap allowed" in tables._overlap_line(got)  # pylint: disable=protected-access

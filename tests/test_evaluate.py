@@ -8,10 +8,15 @@ from scipy import stats
 
 from annojax import baselines
 from annojax import enroll
-from annojax import evaluate
 from annojax import metrics
+from annojax import posterior
 from annojax import train
 from annojax.data import pipeline
+from annojax.protocol import folds
+from annojax.protocol import loop
+from annojax.protocol import source
+from annojax.protocol import summary
+from annojax.protocol import tables
 from tests import reference_metrics as ref
 
 
@@ -20,18 +25,27 @@ def protocol_and_calls(trained_tiny):
   """The protocol's results, and every scoring of target enrollment sets it
   made (enroll.enrollment_scores, which enroll.enroll calls too): (clip
   index lists, whether it was an enrollment call (names given) or the
-  oracle's choice on the test clips)."""
+  oracle's choice on the test clips, whether it was made by the posterior's
+  tuning on the source, posterior.tune)."""
   config, workdir, prepared = trained_tiny
-  calls = []
-  real = enroll.enrollment_scores
+  calls, tuning = [], []
+  real, real_tune = enroll.enrollment_scores, posterior.tune
 
   def spy(z, clips, ys, *args, **kwargs):
     calls.append(([np.asarray(c) for c in clips],
-                  kwargs.get("names") is not None))
+                  kwargs.get("names") is not None, bool(tuning)))
     return real(z, clips, ys, *args, **kwargs)
+
+  def tune_spy(*args, **kwargs):
+    tuning.append(True)
+    try:
+      return real_tune(*args, **kwargs)
+    finally:
+      tuning.pop()
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(evaluate.enroll, "enrollment_scores", spy)
-    results = evaluate.run_protocol(config, workdir, prepared)
+    mp.setattr(enroll, "enrollment_scores", spy)
+    mp.setattr(posterior, "tune", tune_spy)
+    results = loop.run_protocol(config, workdir, prepared)
   return results, calls
 
 
@@ -76,10 +90,10 @@ def test_runs_are_speaker_independent(trained_tiny):
   from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
   _, _, prepared = trained_tiny
   table = pipeline.load_table(prepared.target, "full")
-  folds = evaluate.speaker_folds(table.speakers, 5)
-  assert sorted(np.concatenate(folds)) == sorted(np.unique(table.speakers))
-  for f, test_spk in enumerate(folds):
-    run = evaluate._Run(table, table.speakers, test_spk, 0, f, 2)
+  parts = folds.speaker_folds(table.speakers, 5)
+  assert sorted(np.concatenate(parts)) == sorted(np.unique(table.speakers))
+  for f, test_spk in enumerate(parts):
+    run = folds.Run(table, table.speakers, test_spk, 0, f, 2)
     test_spk_seen = set(table.speakers[table.pair_clip[run.test_rows]])
     assert test_spk_seen <= set(test_spk)
     for a, rows in zip(run.annotators, run.pool_by_ann):
@@ -134,8 +148,8 @@ def test_seeds_are_independent_replicates(trained_tiny, protocol):
     k0, k1 = train.head_arrays(p0)[0], train.head_arrays(p1)[0]
     assert np.abs(k0 - k1).mean() > 0.1 * np.abs(k0).mean()
   table = pipeline.load_table(prepared.target, "full")
-  f0 = [set(f) for f in evaluate.speaker_folds(table.speakers, 5, 0)]
-  f1 = [set(f) for f in evaluate.speaker_folds(table.speakers, 5, 1)]
+  f0 = [set(f) for f in folds.speaker_folds(table.speakers, 5, 0)]
+  f1 = [set(f) for f in folds.speaker_folds(table.speakers, 5, 1)]
   assert f0 != f1
   for row in ("aggregate", "mean_heads", "oracle"):
     runs = protocol["rows"][row]["ccc_ind"]["activation"]["runs"]
@@ -151,11 +165,11 @@ def test_seeds_are_independent_replicates(trained_tiny, protocol):
 def test_fixed_folds_by_regex():
   spk = np.array(["Ses01_F", "Ses01_M", "Ses02_F", "Ses02_M", "Ses03_F"])
   for seed in (0, 1):
-    folds = evaluate.speaker_folds(spk, 5, seed, fold_by=r"^(Ses\d+)")
-    assert [f.tolist() for f in folds] == [
+    parts = folds.speaker_folds(spk, 5, seed, fold_by=r"^(Ses\d+)")
+    assert [f.tolist() for f in parts] == [
         ["Ses01_F", "Ses01_M"], ["Ses02_F", "Ses02_M"], ["Ses03_F"]]
   with pytest.raises(ValueError, match="does not match speaker"):
-    evaluate.speaker_folds(np.array(["x"]), 1, 0, fold_by=r"^(Ses\d+)")
+    folds.speaker_folds(np.array(["x"]), 1, 0, fold_by=r"^(Ses\d+)")
 
 
 def test_tests_pair_runs_by_key():
@@ -167,7 +181,7 @@ def test_tests_pair_runs_by_key():
   gain = {k: 0.02 + 0.005 * rng.normal() for k in keys}  # small, consistent
   cells = {"aggregate": {k: {"ccc_ind": [base[k]]} for k in reversed(keys)},
            "better": {k: {"ccc_ind": [base[k] + gain[k]]} for k in keys}}
-  res = evaluate.summarize(cells, ("a",), ("ccc_ind",))
+  res = summary.summarize(cells, ("a",), ("ccc_ind",))
   cell = res["rows"]["better"]["ccc_ind"]["a"]
   want = stats.ttest_rel([base[k] + gain[k] for k in keys],
                          [base[k] for k in keys]).pvalue
@@ -180,7 +194,7 @@ def test_tests_pair_runs_by_key():
   np.testing.assert_allclose(cell["seed_t_p"], want_seed)
   cells["short"] = {k: {"ccc_ind": [0.0]} for k in keys[:-1]}
   with pytest.raises(ValueError, match="cannot be paired"):
-    evaluate.summarize(cells, ("a",), ("ccc_ind",))
+    summary.summarize(cells, ("a",), ("ccc_ind",))
 
 
 def _summary_markdown(n_seeds, gain, folds=4):
@@ -193,12 +207,12 @@ def _summary_markdown(n_seeds, gain, folds=4):
            "oracle_chance": {k: {"ccc_ind": [base[k] - gain
                                              + 0.002 * rng.normal()]}
                              for k in keys}}
-  res = evaluate.summarize(cells, ("act",), ("ccc_ind",))
+  res = summary.summarize(cells, ("act",), ("ccc_ind",))
   res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
                      "runs": len(keys), "seeds": n_seeds, "folds": folds,
                      "pretrained_heads": 9, "target_annotators": 3,
                      "score": "ccc", "top_k": 1}
-  return res, evaluate.to_markdown(res)
+  return res, tables.to_markdown(res)
 
 
 def test_results_markdown_marks_direction_legend_and_seed_minimum():
@@ -277,7 +291,7 @@ def test_ccc_con_uses_the_consensus_of_all_ratings():
       pair_values=np.array([[0.9], [-0.9], [0.1]], np.float32),
       consensus=np.array([[0.2], [-0.1], [0.0]], np.float32))
   pred = np.array([[0.3], [-0.2], [0.05]])
-  got = evaluate._evaluate_row(pred, table, np.arange(3))["ccc_con"]  # pylint: disable=protected-access
+  got = summary.score_row(pred, table, np.arange(3))["ccc_con"]
   np.testing.assert_allclose(got, metrics.ccc(pred, table.consensus))
   assert not np.allclose(got, metrics.ccc(pred, table.pair_values))
 
@@ -292,18 +306,21 @@ def test_protocol_enrolls_on_training_speakers_clips_only(trained_tiny,
   _, calls = protocol_and_calls
   ev = config.eval
   table = pipeline.load_table(prepared.target, "full")
-  n_held = len(evaluate.source_held_out(prepared)["embeddings"])
-  it = iter(calls)
+  n_held = len(source.source_held_out(prepared)["embeddings"])
+  # The posterior's tuning, once per seed: halves of the SOURCE's held-out
+  # raters' ratings (indices into the source's held-out clips).
+  tune_calls = [c for c, is_enrollment, tuning in calls if tuning]
+  assert len(tune_calls) == ev.seeds
+  assert not any(is_enrollment for _, is_enrollment, tuning in calls
+                 if tuning)
+  assert max(c.max() for clips in tune_calls for c in clips) < n_held
+  it = iter([(c, is_enrollment) for c, is_enrollment, tuning in calls
+             if not tuning])
   checked = 0
   for seed in range(ev.seeds):
-    # First the seed's posterior tuning: halves of the SOURCE's held-out
-    # raters' ratings (indices into the source's held-out clips).
-    tune_clips, is_enrollment = next(it)
-    assert not is_enrollment
-    assert max(c.max() for c in tune_clips) < n_held
-    folds = evaluate.speaker_folds(table.speakers, ev.folds, seed)
-    for f, test_spk in enumerate(folds):
-      run = evaluate._Run(table, table.speakers, test_spk, seed, f,  # pylint: disable=protected-access
+    fold_speakers = folds.speaker_folds(table.speakers, ev.folds, seed)
+    for f, test_spk in enumerate(fold_speakers):
+      run = folds.Run(table, table.speakers, test_spk, seed, f,
                           ev.min_test)
       test_clips = set(table.pair_clip[run.test_rows])
       for _ in ("oracle", "oracle_chance"):  # both choose on the test clips
@@ -362,8 +379,8 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
   agg_clip = train.pair_predictions(  # one prediction per clip
       train.trunk_features(g_ag, p_ag, table.embeddings), k_ag, b_ag,
       np.arange(len(table.clip_ids)), np.zeros(len(table.clip_ids), int))
-  test_spk = evaluate.speaker_folds(table.speakers, ev.folds, 0)[0]
-  run = evaluate._Run(table, table.speakers, test_spk, 0, 0, ev.min_test)  # pylint: disable=protected-access
+  test_spk = folds.speaker_folds(table.speakers, ev.folds, 0)[0]
+  run = folds.Run(table, table.speakers, test_spk, 0, 0, ev.min_test)
   rows = run.test_rows
   clip, ann = table.pair_clip[rows], table.pair_annotator[rows]
   y = table.pair_values[rows]
@@ -400,7 +417,7 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
     want.setdefault("oracle_calibrated", np.zeros_like(y))[at] = (
         y_a.mean(0) + scale * (agg_clip[clip[at]] - p_a.mean(0)))
   # The aggregate at the source held-out raters' pooled scale.
-  held = evaluate.source_held_out(prepared)
+  held = source.source_held_out(prepared)
   agg_held = train.pair_predictions(
       train.trunk_features(g_ag, p_ag, held["embeddings"]), k_ag, b_ag,
       held["pair_clip"], np.zeros(len(held["pair_clip"]), int))
@@ -444,8 +461,8 @@ def test_pooled_table_pools_each_seeds_out_of_fold_predictions(
       train.trunk_features(g_ag, p_ag, table.embeddings), k_ag, b_ag,
       np.arange(len(table.clip_ids)), np.zeros(len(table.clip_ids), int))
   rows = np.concatenate([
-      evaluate._Run(table, table.speakers, spk, 0, f, ev.min_test).test_rows  # pylint: disable=protected-access
-      for f, spk in enumerate(evaluate.speaker_folds(table.speakers,
+      folds.Run(table, table.speakers, spk, 0, f, ev.min_test).test_rows
+      for f, spk in enumerate(folds.speaker_folds(table.speakers,
                                                      ev.folds, 0))])
   assert len(np.unique(rows)) == len(rows)
   clip, ann = table.pair_clip[rows], table.pair_annotator[rows]
@@ -516,7 +533,7 @@ def test_adaptive_rows_their_comparison_and_plot(trained_tiny, protocol):
   bad = config.copy_and_resolve_references()
   bad.eval.adaptive_sizes = (7,)
   with pytest.raises(ValueError, match="adaptive_sizes"):
-    evaluate._adaptive_sizes(bad.eval)  # pylint: disable=protected-access
+    folds.adaptive_sizes(bad.eval)
 
 
 def test_finetune_l2_holds_the_head_near_the_mapped_one():

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from annojax import adaptive
-from annojax import evaluate
 from annojax import export
 from annojax import jobs
 from annojax import predict
 from annojax import train
 from annojax.corpora import ratings as ratings_lib
 from annojax.data import pipeline
+from annojax.protocol import source
 from tests import test_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def test_bundle_carries_the_posterior_tuned_on_source(trained_tiny,
   b = export.load(bundle_dir)
   post = b.info["posterior"]
   graphdef, params = train.load_best(config, workdir, "individual", prepared)
-  want = evaluate.tune_on_source(config, evaluate.source_held_out(prepared),
+  want = source.tune_on_source(config, source.source_held_out(prepared),
                                  graphdef, params, *train.head_arrays(params),
                                  seed=0)
   assert post["temperature"] == want.temperature

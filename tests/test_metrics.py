@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from annojax import evaluate
 from annojax import label_stats
 from annojax import metrics
 from annojax.corpora import ratings as ratings_lib
+from annojax.protocol import summary
 from tests import reference_metrics as ref
 
 
@@ -192,7 +192,7 @@ def test_summary_tests_match_an_independent_computation():
   row = {k: base[k] + rng.normal(0.03, 0.05) for k in keys}
   cells = {"aggregate": {k: {"ccc_ind": [base[k]]} for k in keys},
            "row": {k: {"ccc_ind": [row[k]]} for k in keys}}
-  got = evaluate.summarize(cells, ("a",), ("ccc_ind",))["rows"]["row"][
+  got = summary.summarize(cells, ("a",), ("ccc_ind",))["rows"]["row"][
       "ccc_ind"]["a"]
 
   def t_p(d):

@@ -1,0 +1,250 @@
+"""What a protocol row sees: the target, a seed's models, a fold's test pairs
+and its enrollment sets.
+
+Work that several rows share is computed once, on first use, and kept:
+a seed's trunk features, heads, aggregate predictions, posterior tuning and
+prior; a fold's enrollment sets (drawn eagerly, so the random draws do not
+depend on which rows are selected) and each set's head scores. A row is a
+function of a Fold (and, for rows at each enrollment size, an Enrollment)
+returning one prediction per test pair (rows.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from annojax import adaptive
+from annojax import baselines
+from annojax import enroll
+from annojax import losses
+from annojax import posterior
+from annojax import train
+from annojax.data import pipeline
+from annojax.protocol import folds
+from annojax.protocol import source
+
+cached = functools.cached_property
+
+
+class Target:
+  """The protocol's data, read once: the target's full table, its metadata,
+  and (on first use) the source's held-out material."""
+
+  def __init__(self, config, prepared):
+    src_meta = pipeline.read_meta(prepared.source)
+    self.meta = pipeline.read_meta(prepared.target)
+    if src_meta.dims != self.meta.dims:
+      raise ValueError(f"source dims {src_meta.dims} != target dims "
+                       f"{self.meta.dims}")
+    self.config, self.prepared = config, prepared
+    self.table = pipeline.load_table(prepared.target, "full")
+    # Categorical heads (CREMA-D): one column, the class distribution.
+    self.categorical = config.train.loss in losses.CATEGORICAL
+    self.columns = ("all",) if self.categorical else self.meta.dims
+    types = (src_meta.annotator_types, self.meta.annotator_types)
+    self.types = None if any(t is None for t in types) else types
+
+  @cached
+  def held_out(self) -> dict:
+    return source.source_held_out(self.prepared)
+
+  @cached
+  def packed(self):
+    """Every target rating, by rater (oracle_calibrated)."""
+    t = self.table
+    return source.packed_by_annotator(t.pair_clip, t.pair_annotator,
+                                      t.pair_values)
+
+  @cached
+  def held_packed(self):
+    """Every source held-out rating, by rater (aggregate_rescaled)."""
+    h = self.held_out
+    return source.packed_by_annotator(h["pair_clip"], h["pair_annotator"],
+                                      h["pair_values"])
+
+
+def replicate_models(config, workdir, prepared, seed):
+  """Best params of seed's individual and aggregate models (must exist)."""
+  out = []
+  for kind in ("individual", "aggregate"):
+    d = os.path.join(train.model_dir(workdir, kind, seed), "checkpoints")
+    if not os.path.isdir(d):
+      raise FileNotFoundError(
+          f"no {kind} model for seed {seed} at {d}: every evaluation seed "
+          f"pre-trains its own models (config.eval.seeds="
+          f"{config.eval.seeds}); run --mode=train (or all) first")
+    out.append(train.load_best(config, workdir, kind, prepared, seed))
+  return out
+
+
+class Seed:
+  """One replicate: its pre-trained models, and what rows share across its
+  folds. z [C, D, H]: the individual model's trunk on every target clip;
+  kernel / bias [A, D, H] / [A, D]: its heads; aggregate_clip [C, D]: the
+  consensus model on every target clip."""
+
+  def __init__(self, target: Target, workdir: str, seed: int):
+    self.target, self.seed = target, seed
+    self.config, self.ev = target.config, target.config.eval
+    (self.graphdef, self.params), (g_ag, p_ag) = replicate_models(
+        self.config, workdir, target.prepared, seed)
+    self._aggregate = (g_ag, p_ag) + tuple(train.head_arrays(p_ag))
+    self.z = train.trunk_features(self.graphdef, self.params,
+                                  target.table.embeddings)
+    self.kernel, self.bias = train.head_arrays(self.params)
+    self.aggregate_clip = self.aggregate_on(target.table.embeddings)
+
+  def aggregate_on(self, embeddings) -> np.ndarray:
+    g, p, kernel, bias = self._aggregate
+    return np.einsum("cdh,dh->cd", train.trunk_features(g, p, embeddings),
+                     kernel[0]) + bias[0]
+
+  @cached
+  def mean_clip(self) -> np.ndarray:
+    return np.einsum("cdh,dh->cd", self.z, self.kernel.mean(0)
+                     ) + self.bias.mean(0)
+
+  @cached
+  def tuned(self) -> posterior.Tuned:
+    """Mixture temperature / EB noise, from the SOURCE's held-out raters."""
+    return source.tune_on_source(self.config, self.target.held_out,
+                                 self.graphdef, self.params, self.kernel,
+                                 self.bias, self.seed)
+
+  @cached
+  def prior(self):
+    return posterior.fit_prior(self.kernel, self.bias, self.ev.eb_rank)
+
+  @cached
+  def rescale(self):
+    """(a, c): the aggregate at the source held-out raters' typical scale."""
+    cidx, y_src, m_src = self.target.held_packed
+    return baselines.typical_calibration(
+        self.aggregate_on(self.target.held_out["embeddings"])[cidx], y_src,
+        m_src)
+
+  @cached
+  def calibrated_all(self):
+    """(a, c) per target annotator: the aggregate at their mean and s.d.
+    over ALL their ratings (oracle_calibrated)."""
+    cidx, y_all, m_all = self.target.packed
+    return baselines.calibrate(self.aggregate_clip[cidx], y_all, m_all,
+                               shrink=0.0)
+
+  @cached
+  def head_predictions(self):
+    """Every head on every target clip [C, A, D] (adaptive choice)."""
+    return adaptive.head_predictions(self.z, self.kernel, self.bias,
+                                     self.target.categorical)
+
+  @property
+  def adaptive_temperature(self) -> float:
+    # Categorical heads scored by log-likelihood: T = 1 is Bayes' rule
+    # (adaptive.py); nothing is tuned for them.
+    return 1.0 if self.target.categorical else self.tuned.temperature
+
+
+class Fold:
+  """One (seed, fold) run, as its rows see it. rows: the test pairs (indices
+  into the target table); pos: each test pair's annotator as a position in
+  run.annotators; aggregate: the consensus model on each test pair."""
+
+  def __init__(self, seed: Seed, run: folds.Run, fold: int):
+    self.seed, self.run, self.fold = seed, run, fold
+    table, ev = seed.target.table, seed.ev
+    self.table, self.ev = table, ev
+    self.rows = run.test_rows
+    self.pos = np.array([run.pos[a] for a in table.pair_annotator[self.rows]])
+    self.aggregate = seed.aggregate_clip[table.pair_clip[self.rows]]
+    self.names = [seed.target.meta.annotator_ids[a] for a in run.annotators]
+    # The run's random draws, in a fixed order whichever rows are selected.
+    self.random_heads = run.rng.integers(len(seed.kernel),
+                                         size=len(run.annotators))
+    self._random = {k: Enrollment(self, folds.sample_enrollment(
+        run.rng, run.pool_by_ann, k)) for k in ev.enroll_sizes}
+    self._adaptive = {}
+
+  def heads(self, kernel, bias) -> np.ndarray:
+    """Predictions of one head per annotator ([N, D, H], [N, D]) on the
+    annotator's test pairs."""
+    return train.pair_predictions(self.seed.z, kernel, bias,
+                                  self.table.pair_clip[self.rows], self.pos)
+
+  def aggregate_per_annotator(self, a, c) -> np.ndarray:
+    """The aggregate at a per-annotator scale: a, c [N, D] -> a x + c on each
+    annotator's test pairs."""
+    return a[self.pos] * self.aggregate + c[self.pos]
+
+  @cached
+  def test_by_ann(self) -> list[np.ndarray]:
+    return [self.rows[self.pos == i] for i in range(len(self.run.annotators))]
+
+  def enrollment(self, k: int) -> Enrollment:
+    """k random clips of each annotator's pool (k = 0: all of them)."""
+    return self._random[k]
+
+  def adaptive_enrollment(self, k: int) -> Enrollment:
+    """The first k clips chosen adaptively (adaptive.simulate: one clip per
+    round, each rating revealed before the next choice)."""
+    if k not in self._adaptive:
+      chosen = [r[o[:k]] for r, o in zip(self.run.pool_by_ann,
+                                         self._adaptive_order)]
+      self._adaptive[k] = Enrollment(self, chosen)
+    return self._adaptive[k]
+
+  def enrollment_sets(self) -> list[tuple[str, Enrollment]]:
+    """(name, set) of the random sets, then the adaptive ones made so far:
+    "5", ..., "all", "5 (adaptive)", ..."""
+    name = folds.size_name
+    return ([(name(k), e) for k, e in self._random.items()] +
+            [(f"{name(k)} (adaptive)", e) for k, e in self._adaptive.items()])
+
+  @cached
+  def _adaptive_order(self):
+    s, t = self.seed, self.table
+    return adaptive.simulate(
+        s.z, s.head_predictions,
+        [(t.pair_clip[r], t.pair_values[r]) for r in self.run.pool_by_ann],
+        s.kernel, s.bias, s.adaptive_temperature,
+        max(folds.adaptive_sizes(self.ev)), self.ev.score,
+        self.ev.head_chunk, self.names)
+
+
+class Enrollment:
+  """Each annotator's enrollment set: chosen (pool rows per annotator),
+  packed as clips [N, K] (target clip indices), ratings [N, K, D] and
+  mask [N, K]; scores [N, A] of every head on it, mapping (the top-k
+  heads) and heads (their params), on first use."""
+
+  def __init__(self, fold: Fold, chosen):
+    self.fold, self.chosen = fold, chosen
+    t = fold.table
+    self._lists = ([t.pair_clip[c] for c in chosen],
+                   [t.pair_values[c] for c in chosen])
+    self.clips, self.ratings, self.mask = enroll.pack(*self._lists,
+                                                       fold.names)
+
+  @cached
+  def scores(self) -> np.ndarray:
+    s, ev = self.fold.seed, self.fold.ev
+    return enroll.enrollment_scores(
+        s.z, *self._lists, s.kernel, s.bias, score=ev.score,
+        head_chunk=ev.head_chunk, names=self.fold.names)[0]
+
+  @property
+  def scored(self) -> bool:
+    return "scores" in self.__dict__
+
+  @cached
+  def mapping(self) -> enroll.Mapping:
+    ev = self.fold.ev
+    return enroll.mapping(self.scores, self.ratings, self.mask, ev.top_k,
+                          ev.weighted)
+
+  @cached
+  def heads(self):
+    return self.mapping.head_params(self.fold.seed.kernel,
+                                    self.fold.seed.bias)

@@ -1,0 +1,182 @@
+"""The protocol's loop: seeds x folds, every selected row on each run,
+out-of-fold predictions pooled per seed, paired tests, results.{json,md}
+and plots in <workdir>/eval (METHOD.md, Evaluation protocol).
+
+Per-fold table: each row's metrics per (seed, fold) run, mean +- std over
+runs. Pooled table, for small targets (a listener with 3-4 test clips per
+fold gives a CCC that is mostly noise): per seed, each annotator's
+out-of-fold predictions from all folds are pooled and CCC_ind is computed
+once over that set (n = seeds). Adaptive rows are compared with their
+random rows at the same k in both (adaptive_compare.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from annojax import plots
+from annojax import train
+from annojax.data import prepare as prepare_lib
+from annojax.protocol import adaptive_compare
+from annojax.protocol import context
+from annojax.protocol import folds
+from annojax.protocol import rows as rows_lib
+from annojax.protocol import summary
+from annojax.protocol import tables
+
+
+@dataclasses.dataclass
+class _Collected:
+  """What the loop gathers over seeds and folds."""
+  cells: dict = dataclasses.field(default_factory=dict)  # row -> {key: m}
+  pooled: dict = dataclasses.field(default_factory=dict)  # row -> {(s, 0)}
+  type_match: dict = dataclasses.field(default_factory=dict)
+  excluded: list = dataclasses.field(default_factory=list)
+  warnings: list = dataclasses.field(default_factory=list)
+  tuned: list = dataclasses.field(default_factory=list)
+  rescale: list = dataclasses.field(default_factory=list)
+  folds: int = 0
+  heads: int = 0
+
+
+def run_protocol(config: ml_collections.ConfigDict, workdir: str,
+                 prepared: prepare_lib.Prepared | None = None) -> dict:
+  """Runs the protocol; writes results.{json,md} and plots to <workdir>/eval."""
+  prepared = prepared or prepare_lib.prepare(config, workdir)
+  target = context.Target(config, prepared)
+  for module in config.eval.row_modules:  # rows registered elsewhere
+    importlib.import_module(module)
+  selected = rows_lib.select(tuple(config.eval.rows), target.categorical)
+  sizes = folds.adaptive_sizes(config.eval)
+  got = _Collected()
+  bar = tqdm.tqdm(total=config.eval.seeds, desc="evaluate (seeds)",
+                  disable=not train.progress_bar(config))
+  for seed in range(config.eval.seeds):
+    _run_seed(context.Seed(target, workdir, seed), selected, sizes, got)
+    bar.update(1)
+  bar.close()
+  results = _results(target, got, sizes)
+  if jax.process_index() == 0:  # every process computed the same results
+    _write(results, os.path.join(workdir, "eval"), config.eval, sizes)
+  return results
+
+
+def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
+  target = seed.target
+  if train.warn_if_degenerate(
+      f"aggregate model (seed {seed.seed}) on the target",
+      seed.aggregate_clip.std(0), target.categorical):
+    got.warnings.append(
+        f"seed {seed.seed}: the aggregate model's target predictions are "
+        f"degenerate (s.d. {np.round(seed.aggregate_clip.std(0), 4).tolist()}"
+        ": constant or far outside the rating scale)")
+  runs = folds.fold_runs(target.table, seed.seed, seed.ev)
+  oof: dict[str, list] = {}  # row -> [(test rows, predictions)] by fold
+  for f, run in enumerate(runs):
+    got.excluded.append(run.excluded)
+    ctx = context.Fold(seed, run, f)
+    for row, pred in rows_lib.predict(ctx, selected, sizes).items():
+      got.cells.setdefault(row, {})[(seed.seed, f)] = summary.score_row(
+          pred, target.table, ctx.rows, target.categorical)
+      oof.setdefault(row, []).append((ctx.rows, pred))
+    if target.types is not None:
+      _record_type_match(ctx, got.type_match)
+  for row, parts in oof.items():  # each test pair is in one fold only
+    got.pooled.setdefault(row, {})[(seed.seed, 0)] = summary.score_row(
+        np.concatenate([p for _, p in parts]), target.table,
+        np.concatenate([r for r, _ in parts]), target.categorical)
+  # What the seed learnt on the source, where a row used it.
+  if "tuned" in vars(seed):
+    got.tuned.append(dataclasses.asdict(seed.tuned))
+  if "rescale" in vars(seed):
+    got.rescale.append({"a": seed.rescale[0].tolist(),
+                        "c": seed.rescale[1].tolist()})
+  got.folds, got.heads = len(runs), len(seed.kernel)
+
+
+def _record_type_match(ctx: context.Fold, type_match: dict):
+  """Synthetic ground truth: does the top-1 head share the new annotator's
+  latent type? For every enrollment set a row scored."""
+  src_types, tgt_types = ctx.seed.target.types
+  truth = tgt_types[ctx.run.annotators]
+  chance = float(np.mean([np.mean(src_types == t) for t in truth]))
+  for name, e in ctx.enrollment_sets():
+    if e.scored:
+      sel = src_types[e.mapping.heads[:, 0]]
+      type_match.setdefault(name, []).append(
+          (float(np.mean(sel == truth)), chance))
+
+
+def _results(target: context.Target, got: _Collected, sizes) -> dict:
+  ev, columns = target.config.eval, target.columns
+  metric_names = (summary.CATEGORICAL_METRICS if target.categorical else
+                  summary.DIMENSIONAL_METRICS)
+  results = summary.summarize(got.cells, columns, metric_names)
+  results["pooled"] = summary.summarize(got.pooled, columns, metric_names)
+  results["pooled"]["tests"] = {"runs": {
+      "unit": "seed: each annotator's out-of-fold predictions pooled over "
+              "the seed's folds", "n": ev.seeds,
+      "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"}}
+  if sizes:
+    results["adaptive_vs_random"] = {
+        which: adaptive_compare.compare_adaptive(
+            lambda row, d, part=part: part["rows"][row][metric_names[0]][d][
+                "runs"], sizes, columns)
+        for which, part in (("per_fold", results),
+                            ("pooled", results["pooled"]))}
+  results["protocol"] = _protocol_facts(target, got, metric_names)
+  if target.types is not None:
+    results["type_match"] = {
+        k: {"selected_same_type": float(np.mean([v[0] for v in vals])),
+            "chance": float(np.mean([v[1] for v in vals]))}
+        for k, vals in got.type_match.items()}
+  return results
+
+
+def _protocol_facts(target: context.Target, got: _Collected, metric_names
+                    ) -> dict:
+  ev, prepared = target.config.eval, target.prepared
+  shared = dict(prepared.overlap) if prepared.overlap else None
+  return {
+      "folds": got.folds, "seeds": ev.seeds,
+      "runs": len(got.cells["aggregate"]),
+      "fold_by": ev.fold_by or "random speaker partition per seed",
+      "target_annotators": target.meta.num_annotators,
+      "pretrained_heads": got.heads, "score": ev.score,
+      "top_k": ev.top_k, "metrics": list(metric_names),
+      "columns": list(target.columns),
+      "excluded_annotator_runs (< min_test test ratings)": int(
+          np.sum(got.excluded)),
+      "overlap_with_pretraining": shared,
+      "posterior_tuning (source held-out annotators)": got.tuned,
+      "aggregate_rescaled (a, c per seed; source held-out annotators)":
+          got.rescale,
+      "warnings": got.warnings}
+
+
+def _write(results: dict, out_dir: str, ev, sizes):
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write(tables.to_markdown(results))
+  columns, metric = results["protocol"]["columns"], results["protocol"][
+      "metrics"][0]
+  plots.ccc_vs_enrollment(results, columns, ev.enroll_sizes,
+                          os.path.join(out_dir, "ccc_ind_vs_k.png"))
+  if sizes:
+    for part, name, title in ((results, "", ""),
+                              (results["pooled"], "_pooled", "pooled: ")):
+      plots.adaptive_vs_random(
+          part["rows"], metric, columns, sizes,
+          os.path.join(out_dir, f"adaptive_vs_random{name}.png"), title)
+  logging.info("evaluation written to %s", out_dir)

@@ -1,0 +1,59 @@
+"""What the protocol learns from the SOURCE's held-out raters (never the
+target): the mixture temperature and EB noise of a seed's heads, and the
+raters' typical scale (aggregate_rescaled)."""
+
+from __future__ import annotations
+
+from absl import logging
+import numpy as np
+
+from annojax import enroll
+from annojax import posterior
+from annojax import train
+from annojax.data import pipeline
+from annojax.protocol import folds
+
+
+def source_held_out(prepared) -> dict:
+  """The source's held-out material (validation and test clips: no model
+  trained on them) as one set of arrays; read once per protocol."""
+  parts = [pipeline.load_table(prepared.source, s)
+           for s in ("validation", "test")]
+  parts = [t for t in parts if len(t.pair_clip)]
+  offsets = np.cumsum([0] + [len(t.clip_ids) for t in parts])
+  return {"embeddings": np.concatenate([t.embeddings for t in parts]),
+          "pair_clip": np.concatenate([t.pair_clip + o
+                                       for t, o in zip(parts, offsets)]),
+          "pair_annotator": np.concatenate([t.pair_annotator for t in parts]),
+          "pair_values": np.concatenate([t.pair_values for t in parts])}
+
+
+def tune_on_source(config, held_out, graphdef, params, kernel, bias, seed
+                   ) -> posterior.Tuned:
+  """The mixture temperature / EB noise of this seed's model, set on the
+  source's held-out annotators (never the target)."""
+  ev = config.eval
+  tuned = posterior.tune(
+      train.trunk_features(graphdef, params, held_out["embeddings"]),
+      held_out["pair_clip"], held_out["pair_annotator"],
+      held_out["pair_values"], kernel, bias, ev.mixture_temperatures,
+      ev.eb_noise, seed=seed, score=ev.score, head_chunk=ev.head_chunk)
+  logging.info("seed %d: mixture temperature %g, EB noise %g (from %d "
+               "source held-out annotators)", seed, tuned.temperature,
+               tuned.noise, tuned.annotators)
+  return tuned
+
+
+def packed_by_annotator(pair_clip, pair_annotator, pair_values):
+  """Every rating, one padded row per annotator (sorted ids; enroll.pack):
+  (clip idx [N, K], ratings [N, K, D], mask [N, K]). With the aggregate at
+  x = its predictions on those clips: calibrate(x, ..., shrink=0) puts it
+  at each annotator's own mean and s.d. (oracle_calibrated, on the target:
+  the ceiling of any per-annotator calibration, the same in every fold);
+  typical_calibration at the raters' typical scale (aggregate_rescaled, on
+  the source's held-out raters)."""
+  rows = np.arange(len(pair_annotator))
+  groups = folds.rows_by_annotator(rows, pair_annotator,
+                                   np.unique(pair_annotator))
+  return enroll.pack([pair_clip[g] for g in groups],
+                     [pair_values[g] for g in groups])
