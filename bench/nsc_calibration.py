@@ -30,10 +30,11 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from annojax import baselines  # pylint: disable=g-import-not-at-top
 from annojax import enroll  # pylint: disable=g-import-not-at-top
-from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import metrics  # pylint: disable=g-import-not-at-top
 from annojax import train  # pylint: disable=g-import-not-at-top
 from annojax.data import pipeline  # pylint: disable=g-import-not-at-top
+from annojax.protocol import folds  # pylint: disable=g-import-not-at-top
+from annojax.protocol import source  # pylint: disable=g-import-not-at-top
 import nsc_runs  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
@@ -57,7 +58,7 @@ def replicate(config, workdir, prepared, seed, shrinks, table, held,
   priors = {"identity": (np.ones(len(DIMS)), np.zeros(len(DIMS))),
             "source raters": (a0, c0)}
   preds = {}
-  for run in evaluate.fold_runs(table, seed, ev):
+  for run in folds.fold_runs(table, seed, ev):
     rows = run.test_rows
     pos = np.array([run.pos[a] for a in table.pair_annotator[rows]])
     cidx, y, mask = enroll.pack([table.pair_clip[g] for g in run.pool_by_ann],
@@ -92,8 +93,8 @@ def main():
   by_row, priors = {}, []
   for config, workdir, prepared in nsc_runs.partitions(args.workdirs):
     table = pipeline.load_table(prepared.target, "full")
-    held = evaluate.source_held_out(prepared)
-    held_packed = evaluate._packed_by_annotator(  # pylint: disable=protected-access
+    held = source.source_held_out(prepared)
+    held_packed = source.packed_by_annotator(
         held["pair_clip"], held["pair_annotator"], held["pair_values"])
     for seed in range(config.eval.seeds):
       rows, prior = replicate(config, workdir, prepared, seed, shrinks,

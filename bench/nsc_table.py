@@ -20,8 +20,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from annojax import evaluate  # pylint: disable=g-import-not-at-top
 from annojax import plots  # pylint: disable=g-import-not-at-top
+from annojax.protocol import adaptive_compare  # pylint: disable=g-import-not-at-top
+from annojax.protocol import rows as rows_lib  # pylint: disable=g-import-not-at-top
+from annojax.protocol import tables  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 DIMS = ("activation", "valence")
@@ -50,7 +52,7 @@ def combine(paths):
 def _adaptive_sizes(table):
   """The enrollment sizes that have adaptive rows."""
   return [int(k.partition("@")[2]) for k in table
-          if k.startswith(evaluate.ADAPTIVE + "most_similar@")]
+          if k.startswith(rows_lib.ADAPTIVE + "most_similar@")]
 
 
 def markdown(res, table, raw=None):
@@ -69,7 +71,7 @@ def markdown(res, table, raw=None):
   if raw:
     head += " raw features, pooled act. | val. |"
   lines += [head, "|" + "---|" * (5 + (2 if raw else 0))]
-  for row in evaluate._row_order(table):  # pylint: disable=protected-access
+  for row in tables.row_order(table):
     cells = []
     for d in DIMS:
       fold = table[row][d]["fold"]
@@ -85,10 +87,10 @@ def markdown(res, table, raw=None):
   for kind, unit in (("rows", "per fold, paired over runs"),
                      ("pooled", "pooled, paired over replicates")):
     if sizes:
-      cmp = evaluate.compare_adaptive(
+      cmp = adaptive_compare.compare_adaptive(
           lambda row, d, kind=kind: np.concatenate(
               [_runs(r, kind, row, d) for r in res]), sizes, DIMS)
-      lines += [""] + evaluate.adaptive_markdown(cmp, DIMS, unit)
+      lines += [""] + adaptive_compare.adaptive_markdown(cmp, DIMS, unit)
   warnings = [w for r in res for w in r["protocol"]["warnings"]]
   lines += [""] + [f"Warning: {w}." for w in warnings]
   return "\n".join(lines) + "\n"
