@@ -117,6 +117,33 @@ def paired_tests(values: np.ndarray, baseline: np.ndarray) -> dict:
   return out
 
 
+# The tables' marks: p < MARK_LEVEL after the Benjamini-Hochberg correction
+# over every comparison of the same test in the same table (one family).
+MARK_LEVEL = 0.05
+CORRECTION = "Benjamini-Hochberg"
+
+
+def adjust_p(p_values) -> np.ndarray:
+  """Benjamini-Hochberg adjusted p-values of one family of comparisons:
+  sorted p_(1) <= ... <= p_(m), adjusted p_(i) = min over j >= i of
+  m p_(j) / j, capped at 1; p_adj < q marks the comparisons the step-up
+  procedure rejects at false discovery rate q. NaN (no test) stays NaN and
+  does not count in m."""
+  p = np.asarray(p_values, np.float64)
+  out = np.full(p.shape, np.nan)
+  ok = np.isfinite(p)
+  m = int(ok.sum())
+  if m:
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    scaled = q[order] * m / np.arange(1, m + 1)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1],
+                                 1.0)
+    out[ok] = adjusted
+  return out
+
+
 def _per_annotator_mean(x, annotator) -> np.ndarray:
   """Mean of x over each annotator's pairs -> [annotators present]."""
   ids, g = np.unique(annotator, return_inverse=True)

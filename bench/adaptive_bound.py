@@ -148,24 +148,31 @@ def seed_runs(config, workdir, prepared, table, seed, tuned, sizes):
 
 
 def markdown(cells, sizes, dims, title) -> str:
-  """Per rule: each policy's CCC_ind at every k; the last column pairs
-  each cell with random clips at the largest k (`*` p < 0.05)."""
+  """Per rule: each policy's CCC_ind at every k; each cell paired with
+  random clips at the largest k of the same rule (`*`: adjusted p < 0.05,
+  the whole table one family, report.marks)."""
   top = max(sizes)
+  keys = [(rule, k, policy, d) for rule in RULES for k in sizes
+          for policy in POLICIES for d in range(len(dims))
+          if (policy, k) != ("random", top)]  # not the reference itself
+  pairs = [(np.array(cells[(policy, rule, k)])[:, d],
+            np.array(cells[("random", rule, top)])[:, d])
+           for rule, k, policy, d in keys]
+  mark = dict(zip(keys, report.marks(pairs)))
   lines = [title, "",
-           f"CCC_ind per fold, mean over runs ({' / '.join(dims)}); `*` "
-           f"paired t-test p < 0.05 against random@{top} of the same rule, "
-           "`^`/`v` above/below it.", ""]
+           f"CCC_ind per fold, mean over runs ({' / '.join(dims)}); "
+           f"{report.mark_rule(pairs, f'random@{top} of the same rule')}.",
+           ""]
   for rule in RULES:
     lines += [f"**{rule}**", "",
               "| clips | " + " | ".join(POLICIES) + " |",
               "|---|" + "---|" * len(POLICIES)]
-    base = np.array(cells[("random", rule, top)])
     for k in sizes:
       row = []
       for policy in POLICIES:
         vals = np.array(cells[(policy, rule, k)])
         row.append(" / ".join(
-            f"{np.nanmean(vals[:, d]):.3f}{_mark(vals[:, d], base[:, d])}"
+            f"{np.nanmean(vals[:, d]):.3f}{mark.get((rule, k, policy, d), '')}"
             for d in range(len(dims))))
       lines.append(f"| {k} | " + " | ".join(row) + " |")
     lines.append("")
@@ -174,14 +181,6 @@ def markdown(cells, sizes, dims, title) -> str:
                f"{' / '.join(f'{v:.3f}' for v in oracle)}; runs: "
                f"{len(cells[('oracle', '', 0)])}.")
   return "\n".join(lines) + "\n"
-
-
-def _mark(values, baseline) -> str:
-  if np.array_equal(values, baseline):  # the reference cell itself
-    return ""
-  if metrics.paired_tests(values, baseline)["t_p"] >= 0.05:
-    return ""
-  return "*" + ("^" if np.nanmean(values) > np.nanmean(baseline) else "v")
 
 
 def main(argv):

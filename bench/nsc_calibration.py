@@ -109,8 +109,7 @@ def main():
       f"NSC, the aggregate calibrated per listener on all their enrollment "
       f"clips, shrunk toward a prior (bench/nsc_calibration.py), "
       f"{len(by_row['aggregate'])} replicates (partition x seed). Pooled "
-      "CCC_ind, mean +- s.d. over replicates; `*` paired t-test p < 0.05 vs "
-      "the aggregate, `^`/`v` above/below. Source raters' scale a0 / c0 "
+      "CCC_ind, mean +- s.d. over replicates. Source raters' scale a0 / c0 "
       f"(mean over replicates, from {int(np.mean([p[2] for p in priors]))} "
       f"held-out raters each): act. {a0[0]:.2f} / {c0[0]:+.3f}, val. "
       f"{a0[1]:.2f} / {c0[1]:+.3f}."), args.out)

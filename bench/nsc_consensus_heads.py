@@ -124,8 +124,7 @@ def main():
       f"NSC, heads on the aggregate model's trunk pulled toward its head "
       f"(bench/nsc_consensus_heads.py), {len(by_row['aggregate'])} "
       "replicates (partition x seed). Pooled CCC_ind, mean +- s.d. over "
-      "replicates; `*` paired t-test p < 0.05 vs the aggregate, `^`/`v` "
-      "above/below."), args.out)
+      "replicates;"), args.out)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ data.partition_seed) with its evaluation seeds. Replicates = (partition,
 seed) pairs: the per-fold columns average every (partition, seed, fold) run,
 the pooled columns every replicate's pooled CCC_ind (each annotator's
 out-of-fold predictions over the seed's folds). Marks: `*` paired t-test
-p < 0.05 vs the aggregate over the pooled replicates; `^` the row is above
-the aggregate, `v` below (only with `*`).
+vs the aggregate over the pooled replicates, p < 0.05 after the
+Benjamini-Hochberg correction over the table's tests (report.marks); `^`
+the row is above the aggregate, `v` below (only with `*`).
 """
 
 import argparse
@@ -56,6 +57,11 @@ def _adaptive_sizes(table):
 
 
 def markdown(res, table, raw=None):
+  order = tables.row_order(table)
+  keys = [(row, d) for row in order for d in DIMS]
+  pairs = [(table[row][d]["pooled"], table[row][d]["base"])
+           for row, d in keys]
+  mark = dict(zip(keys, report.marks(pairs)))
   n_rep = sum(r["protocol"]["seeds"] for r in res)
   n_runs = sum(r["protocol"]["runs"] for r in res)
   lines = [f"NSC, {len(res)} listener x speaker partitions x "
@@ -65,23 +71,20 @@ def markdown(res, table, raw=None):
            + "; new listeners: " + ", ".join(
                str(r["protocol"]["target_annotators"]) for r in res) + ".",
            "CCC_ind, mean +- s.d.: per fold over runs; pooled over "
-           "replicates. `*` p < 0.05 (paired t-test over the pooled "
-           "replicates vs aggregate), `^`/`v` above/below it.", ""]
+           "replicates. Pooled columns: "
+           f"{report.mark_rule(pairs)} (paired over the pooled replicates).",
+           ""]
   head = "| row | per fold act. | per fold val. | pooled act. | pooled val. |"
   if raw:
     head += " raw features, pooled act. | val. |"
   lines += [head, "|" + "---|" * (5 + (2 if raw else 0))]
-  for row in tables.row_order(table):
-    cells = []
-    for d in DIMS:
-      fold = table[row][d]["fold"]
-      cells.append(f"{np.nanmean(fold):.3f} +- {np.nanstd(fold):.3f}")
-    cells += [report.vs_baseline(table[row][d]["pooled"],
-                                 table[row][d]["base"]) for d in DIMS]
+  for row in order:
+    cells = [report.mean_sd(table[row][d]["fold"]) for d in DIMS]
+    cells += [report.mean_sd(table[row][d]["pooled"]) + mark[row, d]
+              for d in DIMS]
     if raw:
       for d in DIMS:
-        v = _runs(raw, "pooled", row, d)
-        cells.append(f"{np.nanmean(v):.3f} +- {np.nanstd(v):.3f}")
+        cells.append(report.mean_sd(_runs(raw, "pooled", row, d)))
     lines.append(f"| {row} | " + " | ".join(cells) + " |")
   sizes = _adaptive_sizes(table)
   for kind, unit in (("rows", "per fold, paired over runs"),

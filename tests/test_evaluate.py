@@ -545,3 +545,54 @@ def test_finetune_l2_holds_the_head_near_the_mapped_one():
     k1, b1 = baselines.finetune(k0, b0, z, y, mask, 100, 1e-2, l2)
     moved[l2] = float(np.sqrt(((k1 - k0) ** 2).sum() + ((b1 - b0) ** 2).sum()))
   assert moved[100.0] < 0.2 * moved[1.0] < 0.2 * moved[0.0]
+
+
+def _null_table(n_rows=200, planted=0.0, runs=10, seed=0):
+  """A table of n_rows rows that differ from the aggregate by noise alone
+  (independent null comparisons), and a row "planted" above it by
+  `planted`."""
+  rng = np.random.default_rng(seed)
+  keys = [(s, f) for s in range(2) for f in range(runs // 2)]
+  base = {k: rng.uniform(0.2, 0.4) for k in keys}
+  cells = {"aggregate": {k: {"ccc_ind": [base[k]]} for k in keys}}
+  for r in range(n_rows):
+    cells[f"null_{r:03d}@5"] = {k: {"ccc_ind": [base[k] + 0.05 * rng.normal()]}
+                                for k in keys}
+  cells["planted@5"] = {k: {"ccc_ind": [base[k] + planted
+                                        + 0.05 * rng.normal()]} for k in keys}
+  res = summary.summarize(cells, ("act",), ("ccc_ind",))
+  res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
+                     "runs": len(keys), "seeds": 2, "folds": runs // 2,
+                     "pretrained_heads": 9, "target_annotators": 3,
+                     "score": "ccc", "top_k": 1}
+  return res, tables.to_markdown(res)
+
+
+def test_marks_are_corrected_for_the_number_of_comparisons():
+  """200 independent null comparisons: ~5% of them have a raw p < 0.05
+  (the marks an uncorrected table would print), almost none an adjusted
+  one; a strong planted effect keeps its mark; the table says which
+  correction, the JSON keeps raw and adjusted p."""
+  raw_marks, marks = [], []
+  for seed in range(5):
+    res, md = _null_table(planted=0.3, seed=seed)
+    nulls = [v["ccc_ind"]["act"] for r, v in res["rows"].items()
+             if r.startswith("null_")]
+    raw_marks.append(np.mean([c["t_p"] < 0.05 for c in nulls]))
+    marks.append(sum("*^" in line or "*v" in line
+                     for line in md.splitlines() if line.startswith(
+                         "| null_")))
+    planted = res["rows"]["planted@5"]["ccc_ind"]["act"]
+    assert planted["t_p_adjusted"] < 0.05 <= min(
+        c["t_p_adjusted"] for c in nulls)
+    assert "*^ |" in md.split("| planted@5 |")[1].split("\n")[0]
+    # Adjusted p: Benjamini-Hochberg over the table's 201 comparisons.
+    ps = [v["ccc_ind"]["act"]["t_p"] for r, v in res["rows"].items()
+          if r != "aggregate"]
+    np.testing.assert_allclose(
+        [v["ccc_ind"]["act"]["t_p_adjusted"] for r, v in res["rows"].items()
+         if r != "aggregate"], stats.false_discovery_control(ps))
+    assert res["tests"]["correction"]["comparisons"]["t_p"] == 201
+    assert "after Benjamini-Hochberg" in md
+  assert 0.025 < np.mean(raw_marks) < 0.08  # the nominal rate, uncorrected
+  assert sum(marks) <= 1  # corrected: ~none in 5 tables of 200 nulls

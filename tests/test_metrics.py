@@ -293,3 +293,18 @@ def test_label_statistics_match_the_reference(seed):
                                  atol=1e-6)
       np.testing.assert_allclose(got["best_ccc_median"], np.median(best),
                                  atol=1e-6)
+
+
+def test_benjamini_hochberg_by_hand_and_against_scipy():
+  # m = 3 tests (NaN: no test, not counted): sorted .01, .03, .04 scaled by
+  # m / rank: .03, .045, .04; step-up minimum from the largest: .03, .04,
+  # .04.
+  got = metrics.adjust_p([0.04, np.nan, 0.01, 0.03])
+  np.testing.assert_allclose(got, [0.04, np.nan, 0.03, 0.04])
+  assert np.isnan(metrics.adjust_p([np.nan])).all()
+  np.testing.assert_allclose(metrics.adjust_p([0.9, 0.95]), [0.95, 0.95])
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    p = rng.uniform(size=rng.integers(1, 60)) ** 4
+    np.testing.assert_allclose(metrics.adjust_p(p),
+                               stats.false_discovery_control(p))

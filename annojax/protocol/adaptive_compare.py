@@ -15,7 +15,8 @@ def compare_adaptive(runs, sizes, dims) -> dict:
 
   runs(row, dim) -> the row's values over runs (the same runs, in the same
   order, for every row). -> {"<rule>@<k>": {dim: {random, adaptive,
-  difference (means), t_p (paired t-test), n}}}, for every registered rule
+  difference (means), t_p (paired t-test), t_p_adjusted (over every cell
+  of the comparison, metrics.adjust_p), n}}}, for every registered rule
   with adaptive rows present."""
   out = {}
   for kind in (r.name for r in rows_lib.REGISTRY.values() if r.adaptive):
@@ -35,15 +36,35 @@ def compare_adaptive(runs, sizes, dims) -> dict:
                     "n": len(rnd)}
       if entry:
         out[name] = entry
+  cells = _cells(out)
+  for c, p in zip(cells, metrics.adjust_p([c["t_p"] for c in cells])):
+    c["t_p_adjusted"] = float(p)  # over the table (metrics.adjust_p)
   return out
+
+
+def _cells(comparison: dict) -> list[dict]:
+  return [c for e in comparison.values() for c in e.values()]
+
+
+def _tested(comparison: dict) -> int:
+  return int(np.isfinite([c["t_p"] for c in _cells(comparison)]).sum())
+
+
+def _p(cell: dict) -> float:
+  """The p-value a mark is drawn from: adjusted (raw in results from
+  before the correction)."""
+  return cell.get("t_p_adjusted", cell["t_p"])
 
 
 def adaptive_markdown(comparison: dict, dims, unit: str,
                       metric: str = "CCC_ind") -> list[str]:
-  """The adaptive-vs-random table: means, difference, `*` p < 0.05."""
+  """The adaptive-vs-random table: means, difference, `*` adjusted
+  p < 0.05."""
   n = min((c["n"] for e in comparison.values() for c in e.values()),
           default=0)
-  test = ("`*` paired t-test p < 0.05" if n >= metrics.MIN_PAIRS else
+  test = (f"`*` paired t-test p < {metrics.MARK_LEVEL} after "
+          f"{metrics.CORRECTION} over the table's {_tested(comparison)} "
+          "comparisons" if n >= metrics.MIN_PAIRS else
           f"no test (n = {n}, fewer than {metrics.MIN_PAIRS})")
   lines = [f"Adaptive vs random enrollment clips ({unit}): {metric} means, "
            f"adaptive minus random, {test}.", "",
@@ -54,7 +75,7 @@ def adaptive_markdown(comparison: dict, dims, unit: str,
     cells = []
     for d in dims:
       c = entry[d]
-      star = "*" if c["t_p"] < 0.05 else ""
+      star = "*" if _p(c) < metrics.MARK_LEVEL else ""
       cells += [f"{c['random']:.3f}", f"{c['adaptive']:.3f}",
                 f"{c['difference']:+.3f}{star}"]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -125,7 +125,8 @@ def _results(target: context.Target, got: _Collected, sizes) -> dict:
   results["pooled"]["tests"] = {"runs": {
       "unit": "seed: each annotator's out-of-fold predictions pooled over "
               "the seed's folds", "n": ev.seeds,
-      "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"}}
+      "tests": "paired t-test (*), Wilcoxon (JSON), vs aggregate"},
+      "correction": results["pooled"]["tests"]["correction"]}
   if sizes:
     results["adaptive_vs_random"] = {
         which: adaptive_compare.compare_adaptive(

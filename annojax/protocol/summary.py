@@ -5,7 +5,9 @@ Metrics (METHOD.md): CCC_ind and CCC_con (mean prediction vs the consensus
 of ALL the clip's ratings) per dimension; for categorical heads agreement
 and log-likelihood per annotator, one column. Tests against the aggregate
 row pair runs by their (seed, fold) key: a paired t-test and Wilcoxon over
-runs, and a paired t-test over seeds (each seed's mean over its folds).
+runs, and a paired t-test over seeds (each seed's mean over its folds);
+each test's p-values adjusted over the table (Benjamini-Hochberg: the
+table's marks control the false discovery rate), raw and adjusted kept.
 """
 
 from __future__ import annotations
@@ -92,4 +94,27 @@ def summarize(cells: dict[str, dict], dims,
                                 base_seed[:, j], keys, row != "aggregate")
                        for j, d in enumerate(dims)}
     rows[row] = entry
-  return {"rows": rows, "tests": _test_units(len(keys), len(seeds))}
+  tests = _test_units(len(keys), len(seeds))
+  tests["correction"] = adjust_table(rows)
+  return {"rows": rows, "tests": tests}
+
+
+TESTS = ("t_p", "wilcoxon_p", "seed_t_p")
+
+
+def adjust_table(rows: dict) -> dict:
+  """Adds <test>_adjusted beside each p-value of the table: adjusted over
+  the family of every comparison of that test in the table (each row but
+  the aggregate x metric x column; metrics.adjust_p). -> what was done."""
+  cells = [c for row, e in rows.items() if row != "aggregate"
+           for by_dim in e.values() for c in by_dim.values()]
+  family = {}
+  for test in TESTS:
+    adjusted = metrics.adjust_p([c.get(test, np.nan) for c in cells])
+    for c, p in zip(cells, adjusted):
+      if test in c:
+        c[f"{test}_adjusted"] = float(p)
+    family[test] = int(np.isfinite(adjusted).sum())
+  return {"method": metrics.CORRECTION,
+          "family": "every comparison of the same test in this table",
+          "comparisons": family}

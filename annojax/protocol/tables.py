@@ -42,9 +42,11 @@ def _overlap_line(shared) -> str:
 
 
 def _mark(cell: dict, test: str, sign: str) -> str:
-  """`sign` + `^` / `v` where the cell's test gives p < 0.05 and the row is
-  above / below the aggregate (its mean paired difference)."""
-  if not cell.get(test, 1.0) < 0.05:  # also False for NaN: no test
+  """`sign` + `^` / `v` where the cell's test gives an adjusted p < 0.05
+  (summary.adjust_table; the raw p in results from before it) and the row
+  is above / below the aggregate (its mean paired difference)."""
+  p = cell.get(f"{test}_adjusted", cell.get(test, 1.0))
+  if not p < metrics.MARK_LEVEL:  # also False for NaN: no test
     return ""
   diff = cell.get("difference")  # absent in results from before it
   return sign + ("" if diff is None else "^" if diff > 0 else "v")
@@ -90,6 +92,17 @@ def _seed_test_line(seeds: dict) -> str:
           f"n = {seeds['n']}.")
 
 
+def _level(tests: dict) -> str:
+  """What a mark means: p < 0.05 after the table's correction."""
+  fix = tests.get("correction")
+  if not fix:  # results from before the correction
+    return "p < 0.05, uncorrected for the number of cells"
+  return (f"p < {metrics.MARK_LEVEL} after {fix['method']} over the "
+          f"table's comparisons of each test ({fix['comparisons']['t_p']} "
+          "over runs): at most ~5% of the marks are expected to be false; "
+          "raw and adjusted p in the JSON")
+
+
 def _header(results: dict) -> list[str]:
   p, tests = results["protocol"], results["tests"]
   lines = [f"# Cross-corpus evaluation ({p['runs']} runs: {p['seeds']} seeds "
@@ -97,8 +110,8 @@ def _header(results: dict) -> list[str]:
            f"{p['target_annotators']} target annotators; score "
            f"{p['score']}, top-{p['top_k']})", "",
            "Mean +- std over runs. Tests vs the aggregate row, paired by run; "
-           "`^` / `v`: the row is above / below the aggregate (p < 0.05, "
-           "uncorrected for the number of cells):",
+           "`^` / `v`: the row is above / below the aggregate ("
+           + _level(tests) + "):",
            f"- `*^` / `*v`: paired t-test over runs; unit: "
            f"{tests['runs']['unit']}; n = {tests['runs']['n']} "
            "(Wilcoxon p in the JSON).",
@@ -111,8 +124,9 @@ def _header(results: dict) -> list[str]:
 
 def _pooled(results: dict, names, dims) -> list[str]:
   n = results["pooled"]["tests"]["runs"]["n"]
-  test = (f"`*^` / `*v`: paired t-test p < 0.05 vs aggregate over seeds "
-          f"(n = {n})" if n >= metrics.MIN_PAIRS else
+  test = (f"`*^` / `*v`: paired t-test vs aggregate over seeds (n = {n}), "
+          f"{_level(results['pooled']['tests'])}" if n >= metrics.MIN_PAIRS
+          else
           f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}")
   lines = ["", "Pooled over folds: per seed, each annotator's "
            "out-of-fold predictions from all folds, then one CCC_ind per "
