@@ -158,10 +158,11 @@ def markdown(cells, sizes, dims, title) -> str:
   pairs = [(np.array(cells[(policy, rule, k)])[:, d],
             np.array(cells[("random", rule, top)])[:, d])
            for rule, k, policy, d in keys]
-  mark = dict(zip(keys, report.marks(pairs)))
+  found, sentence = report.marks(pairs, f"random@{top} of the same rule")
+  mark = dict(zip(keys, found))
   lines = [title, "",
            f"CCC_ind per fold, mean over runs ({' / '.join(dims)}); "
-           f"{report.mark_rule(pairs, f'random@{top} of the same rule')}.",
+           f"{sentence}.",
            ""]
   for rule in RULES:
     lines += [f"**{rule}**", "",

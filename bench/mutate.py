@@ -436,9 +436,9 @@ MUTANTS = [
       "\"std\": float(np.nanstd(vals, ddof=1)),",
       "the table's s.d. over runs with n - 1 (the header says over runs)",
       ("tests/test_metrics.py",)),
-    M("marks_from_raw_p", "annojax/protocol/tables.py",
-      'p = cell.get(f"{test}_adjusted", cell.get(test, 1.0))',
-      "p = cell.get(test, 1.0)",
+    M("marks_from_raw_p", "annojax/protocol/summary.py",
+      'return cell.get(f"{test}_adjusted", cell.get(test, 1.0))',
+      "return cell.get(test, 1.0)",
       "results.md marks cells by their raw p, uncorrected for the table's "
       "number of comparisons", ("tests/test_evaluate.py",)),
     M("bh_not_step_up", "annojax/metrics.py",

@@ -61,7 +61,8 @@ def markdown(res, table, raw=None):
   keys = [(row, d) for row in order for d in DIMS]
   pairs = [(table[row][d]["pooled"], table[row][d]["base"])
            for row, d in keys]
-  mark = dict(zip(keys, report.marks(pairs)))
+  found, sentence = report.marks(pairs)
+  mark = dict(zip(keys, found))
   n_rep = sum(r["protocol"]["seeds"] for r in res)
   n_runs = sum(r["protocol"]["runs"] for r in res)
   lines = [f"NSC, {len(res)} listener x speaker partitions x "
@@ -72,7 +73,7 @@ def markdown(res, table, raw=None):
                str(r["protocol"]["target_annotators"]) for r in res) + ".",
            "CCC_ind, mean +- s.d.: per fold over runs; pooled over "
            "replicates. Pooled columns: "
-           f"{report.mark_rule(pairs)} (paired over the pooled replicates).",
+           f"{sentence} (paired over the pooled replicates).",
            ""]
   head = "| row | per fold act. | per fold val. | pooled act. | pooled val. |"
   if raw:

@@ -21,31 +21,23 @@ def emit(text: str, out: str = "") -> None:
       f.write(text)
 
 
-def marks(pairs) -> list[str]:
+def marks(pairs, against: str = "the aggregate") -> tuple[list[str], str]:
   """One table's comparisons [(values, baseline)] (replicates, same order)
-  -> a mark per pair: `*^` / `*v` where the paired t-test's p, adjusted
-  over the table's pairs, is < 0.05 and the row is above / below; ""
-  otherwise (also where there is no test: identical values, < 3 pairs)."""
+  -> (a mark per pair, the sentence the table's intro says of them). Mark:
+  `*^` / `*v` where the paired t-test's p, adjusted over the table's pairs,
+  is < 0.05 and the row is above / below; "" otherwise (also where there is
+  no test: identical values, < 3 pairs)."""
   pairs = [(np.asarray(v, np.float64), np.asarray(b, np.float64))
            for v, b in pairs]
   adjusted = metrics.adjust_p([metrics.paired_tests(v, b)["t_p"]
                                for v, b in pairs])
-  return ["*" + ("^" if np.nanmean(v) > np.nanmean(b) else "v")
-          if p < metrics.MARK_LEVEL else "" for (v, b), p in
-          zip(pairs, adjusted)]
-
-
-def tested(pairs) -> int:
-  """How many of the pairs have a test (the family's size)."""
-  return int(np.isfinite([metrics.paired_tests(v, b)["t_p"]
-                          for v, b in pairs]).sum())
-
-
-def mark_rule(pairs, against: str = "the aggregate") -> str:
-  """The sentence a table's intro says about its marks."""
-  return (f"`*` paired t-test p < {metrics.MARK_LEVEL} vs {against} after "
-          f"{metrics.CORRECTION} over the table's {tested(pairs)} tests, "
-          "`^`/`v` above/below")
+  out = ["*" + ("^" if np.nanmean(v) > np.nanmean(b) else "v")
+         if p < metrics.MARK_LEVEL else "" for (v, b), p in
+         zip(pairs, adjusted)]
+  rule = (f"`*` paired t-test p < {metrics.MARK_LEVEL} vs {against} after "
+          f"{metrics.CORRECTION} over the table's "
+          f"{int(np.isfinite(adjusted).sum())} tests, `^`/`v` above/below")
+  return out, rule
 
 
 def mean_sd(values) -> str:
@@ -60,8 +52,9 @@ def vs_aggregate_table(by_row, intro: str, dims=("act.", "val.")) -> str:
   base = np.array(by_row["aggregate"])
   pairs = [(np.array(vals)[:, d], base[:, d]) for vals in by_row.values()
            for d in range(len(dims))]
-  cells = iter(zip(pairs, marks(pairs)))
-  lines = [f"{intro} {mark_rule(pairs)}.", "",
+  found, sentence = marks(pairs)
+  cells = iter(zip(pairs, found))
+  lines = [f"{intro} {sentence}.", "",
            "| row | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
   for row in by_row:
     lines.append(f"| {row} | " + " | ".join(

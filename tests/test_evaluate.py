@@ -197,6 +197,17 @@ def test_tests_pair_runs_by_key():
     summary.summarize(cells, ("a",), ("ccc_ind",))
 
 
+def _summarized(cells, n_seeds, folds):
+  """summarize's results of one "act" column of CCC_ind, with the protocol
+  facts to_markdown needs, and their markdown."""
+  res = summary.summarize(cells, ("act",), ("ccc_ind",))
+  res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
+                     "runs": n_seeds * folds, "seeds": n_seeds,
+                     "folds": folds, "pretrained_heads": 9,
+                     "target_annotators": 3, "score": "ccc", "top_k": 1}
+  return res, tables.to_markdown(res)
+
+
 def _summary_markdown(n_seeds, gain, folds=4):
   rng = np.random.default_rng(n_seeds)
   keys = [(s, f) for s in range(n_seeds) for f in range(folds)]
@@ -207,12 +218,7 @@ def _summary_markdown(n_seeds, gain, folds=4):
            "oracle_chance": {k: {"ccc_ind": [base[k] - gain
                                              + 0.002 * rng.normal()]}
                              for k in keys}}
-  res = summary.summarize(cells, ("act",), ("ccc_ind",))
-  res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
-                     "runs": len(keys), "seeds": n_seeds, "folds": folds,
-                     "pretrained_heads": 9, "target_annotators": 3,
-                     "score": "ccc", "top_k": 1}
-  return res, tables.to_markdown(res)
+  return _summarized(cells, n_seeds, folds)
 
 
 def test_results_markdown_marks_direction_legend_and_seed_minimum():
@@ -560,12 +566,7 @@ def _null_table(n_rows=200, planted=0.0, runs=10, seed=0):
                                 for k in keys}
   cells["planted@5"] = {k: {"ccc_ind": [base[k] + planted
                                         + 0.05 * rng.normal()]} for k in keys}
-  res = summary.summarize(cells, ("act",), ("ccc_ind",))
-  res["protocol"] = {"columns": ["act"], "metrics": ["ccc_ind"],
-                     "runs": len(keys), "seeds": 2, "folds": runs // 2,
-                     "pretrained_heads": 9, "target_annotators": 3,
-                     "score": "ccc", "top_k": 1}
-  return res, tables.to_markdown(res)
+  return _summarized(cells, 2, runs // 2)
 
 
 def test_marks_are_corrected_for_the_number_of_comparisons():

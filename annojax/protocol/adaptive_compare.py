@@ -8,6 +8,7 @@ import numpy as np
 from annojax import metrics
 from annojax.protocol import folds
 from annojax.protocol import rows as rows_lib
+from annojax.protocol import summary
 
 
 def compare_adaptive(runs, sizes, dims) -> dict:
@@ -36,9 +37,7 @@ def compare_adaptive(runs, sizes, dims) -> dict:
                     "n": len(rnd)}
       if entry:
         out[name] = entry
-  cells = _cells(out)
-  for c, p in zip(cells, metrics.adjust_p([c["t_p"] for c in cells])):
-    c["t_p_adjusted"] = float(p)  # over the table (metrics.adjust_p)
+  summary.adjust_cells(_cells(out), "t_p")  # the table: one family
   return out
 
 
@@ -48,12 +47,6 @@ def _cells(comparison: dict) -> list[dict]:
 
 def _tested(comparison: dict) -> int:
   return int(np.isfinite([c["t_p"] for c in _cells(comparison)]).sum())
-
-
-def _p(cell: dict) -> float:
-  """The p-value a mark is drawn from: adjusted (raw in results from
-  before the correction)."""
-  return cell.get("t_p_adjusted", cell["t_p"])
 
 
 def adaptive_markdown(comparison: dict, dims, unit: str,
@@ -75,7 +68,7 @@ def adaptive_markdown(comparison: dict, dims, unit: str,
     cells = []
     for d in dims:
       c = entry[d]
-      star = "*" if _p(c) < metrics.MARK_LEVEL else ""
+      star = "*" if summary.mark_p(c, "t_p") < metrics.MARK_LEVEL else ""
       cells += [f"{c['random']:.3f}", f"{c['adaptive']:.3f}",
                 f"{c['difference']:+.3f}{star}"]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -108,13 +108,22 @@ def adjust_table(rows: dict) -> dict:
   the aggregate x metric x column; metrics.adjust_p). -> what was done."""
   cells = [c for row, e in rows.items() if row != "aggregate"
            for by_dim in e.values() for c in by_dim.values()]
-  family = {}
-  for test in TESTS:
-    adjusted = metrics.adjust_p([c.get(test, np.nan) for c in cells])
-    for c, p in zip(cells, adjusted):
-      if test in c:
-        c[f"{test}_adjusted"] = float(p)
-    family[test] = int(np.isfinite(adjusted).sum())
   return {"method": metrics.CORRECTION,
           "family": "every comparison of the same test in this table",
-          "comparisons": family}
+          "comparisons": {test: adjust_cells(cells, test) for test in TESTS}}
+
+
+def adjust_cells(cells: list[dict], test: str) -> int:
+  """Adds <test>_adjusted to each cell that has <test>: adjusted over these
+  cells, one family (metrics.adjust_p). -> the family's number of tests."""
+  adjusted = metrics.adjust_p([c.get(test, np.nan) for c in cells])
+  for c, p in zip(cells, adjusted):
+    if test in c:
+      c[f"{test}_adjusted"] = float(p)
+  return int(np.isfinite(adjusted).sum())
+
+
+def mark_p(cell: dict, test: str) -> float:
+  """The p-value a mark is drawn from: <test>_adjusted (the raw p in results
+  from before the correction; 1 where the cell has no test)."""
+  return cell.get(f"{test}_adjusted", cell.get(test, 1.0))

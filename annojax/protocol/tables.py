@@ -6,6 +6,7 @@ from annojax import metrics
 from annojax.data import prepare as prepare_lib
 from annojax.protocol import adaptive_compare
 from annojax.protocol import rows as rows_lib
+from annojax.protocol import summary
 
 _LABEL = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
           "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
@@ -45,8 +46,7 @@ def _mark(cell: dict, test: str, sign: str) -> str:
   """`sign` + `^` / `v` where the cell's test gives an adjusted p < 0.05
   (summary.adjust_table; the raw p in results from before it) and the row
   is above / below the aggregate (its mean paired difference)."""
-  p = cell.get(f"{test}_adjusted", cell.get(test, 1.0))
-  if not p < metrics.MARK_LEVEL:  # also False for NaN: no test
+  if not summary.mark_p(cell, test) < metrics.MARK_LEVEL:  # NaN: no test
     return ""
   diff = cell.get("difference")  # absent in results from before it
   return sign + ("" if diff is None else "^" if diff > 0 else "v")
