@@ -110,8 +110,10 @@ def export(config, workdir: str, prepared, path: str | None = None) -> str:
   graphdef, params = train.load_best(config, workdir, "individual", prepared)
   info = _info(config, meta, workdir)
   if info["task"] == "dimensional":  # as the protocol tunes seed 0's model
+    held = source.source_held_out(prepared)
     tuned = source.tune_on_source(
-        config, source.source_held_out(prepared), graphdef, params,
+        config, held, train.trunk_features(graphdef, params,
+                                           held["embeddings"]),
         *train.head_arrays(params), seed=0)
     info["posterior"] = {
         "temperature": tuned.temperature, "noise": tuned.noise,

@@ -45,9 +45,11 @@ def test_bundle_carries_the_posterior_tuned_on_source(trained_tiny,
   b = export.load(bundle_dir)
   post = b.info["posterior"]
   graphdef, params = train.load_best(config, workdir, "individual", prepared)
-  want = source.tune_on_source(config, source.source_held_out(prepared),
-                                 graphdef, params, *train.head_arrays(params),
-                                 seed=0)
+  held = source.source_held_out(prepared)
+  want = source.tune_on_source(
+      config, held, train.trunk_features(graphdef, params,
+                                         held["embeddings"]),
+      *train.head_arrays(params), seed=0)
   assert post["temperature"] == want.temperature
   assert post["temperature"] in config.eval.mixture_temperatures
   assert post["noise"] == pytest.approx(want.noise) and 0 < post["noise"] < 1

@@ -136,7 +136,7 @@ def test_rows_selection_per_loss_and_mistakes(registry):
   assert ratings == [
       "aggregate", "aggregate_rescaled", "mean_heads", "random_head",
       "oracle", "oracle_chance", "oracle_calibrated", "most_similar",
-      "mixture", "eb", "linear_fit", "calibrated", "finetune"]
+      "mixture", "eb", "linear_fit", "calibrated", "finetune", "blended"]
   # Class heads: their own rows only (no rescaling, linear fit, mixture...).
   assert [r.name for r in rows.select((), categorical=True)] == [
       "aggregate", "mean_heads", "random_head", "oracle", "oracle_chance",

@@ -18,6 +18,7 @@ import numpy as np
 
 from annojax import adaptive
 from annojax import baselines
+from annojax import blend
 from annojax import enroll
 from annojax import losses
 from annojax import posterior
@@ -108,11 +109,34 @@ class Seed:
                      ) + self.bias.mean(0)
 
   @cached
+  def held_z(self) -> np.ndarray:
+    """The trunk on the SOURCE's held-out clips [C_src, D, H]."""
+    return train.trunk_features(self.graphdef, self.params,
+                                self.target.held_out["embeddings"])
+
+  @cached
+  def held_aggregate(self) -> np.ndarray:
+    """The consensus model on the SOURCE's held-out clips [C_src, D]."""
+    return self.aggregate_on(self.target.held_out["embeddings"])
+
+  @cached
   def tuned(self) -> posterior.Tuned:
     """Mixture temperature / EB noise, from the SOURCE's held-out raters."""
     return source.tune_on_source(self.config, self.target.held_out,
-                                 self.graphdef, self.params, self.kernel,
-                                 self.bias, self.seed)
+                                 self.held_z, self.kernel, self.bias,
+                                 self.seed)
+
+  @cached
+  def blend_heads(self) -> blend.Heads:
+    return source.blend_heads(self.config, self.kernel, self.bias,
+                              self.prior, self.tuned, self.rescale)
+
+  @cached
+  def blend(self) -> blend.Blend:
+    """The blended rule's weights, from the SOURCE's held-out raters."""
+    return source.tune_blend(self.config, self.target.held_out, self.held_z,
+                             self.held_aggregate, self.blend_heads,
+                             self.seed)
 
   @cached
   def prior(self):
@@ -122,9 +146,8 @@ class Seed:
   def rescale(self):
     """(a, c): the aggregate at the source held-out raters' typical scale."""
     cidx, y_src, m_src = self.target.held_packed
-    return baselines.typical_calibration(
-        self.aggregate_on(self.target.held_out["embeddings"])[cidx], y_src,
-        m_src)
+    return baselines.typical_calibration(self.held_aggregate[cidx], y_src,
+                                         m_src)
 
   @cached
   def calibrated_all(self):
@@ -233,6 +256,30 @@ class Enrollment:
     return enroll.enrollment_scores(
         s.z, *self._lists, s.kernel, s.bias, score=ev.score,
         head_chunk=ev.head_chunk, names=self.fold.names)[0]
+
+  @cached
+  def mixture(self):
+    """The mixture rule's heads ([N, D, H], [N, D])."""
+    s = self.fold.seed
+    return posterior.mixture_heads(self.scores, self.mask.sum(1), s.kernel,
+                                   s.bias, s.tuned.temperature)
+
+  @cached
+  def eb(self):
+    """The empirical-Bayes heads ([N, D, H], [N, D])."""
+    s = self.fold.seed
+    return posterior.eb_heads(s.z[self.clips], self.ratings, self.mask,
+                              s.prior, s.tuned.noise)
+
+  @cached
+  def blended(self) -> blend.Blended:
+    """The blended rule (blend.py), with the mixture and EB heads above."""
+    s = self.fold.seed
+    agg = s.aggregate_clip[self.clips]
+    p = blend.parts(s.blend_heads, s.z[self.clips], agg, self.ratings,
+                    self.mask, self.scores, mixture=self.mixture,
+                    eb=self.eb)
+    return blend.combine(s.blend, s.blend_heads, p, self.mask.sum(1))
 
   @property
   def scored(self) -> bool:

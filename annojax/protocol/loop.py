@@ -28,6 +28,7 @@ from annojax import train
 from annojax.data import prepare as prepare_lib
 from annojax.protocol import adaptive_compare
 from annojax.protocol import context
+from annojax.protocol import diagnostic
 from annojax.protocol import folds
 from annojax.protocol import rows as rows_lib
 from annojax.protocol import summary
@@ -44,6 +45,7 @@ class _Collected:
   warnings: list = dataclasses.field(default_factory=list)
   tuned: list = dataclasses.field(default_factory=list)
   rescale: list = dataclasses.field(default_factory=list)
+  blend: list = dataclasses.field(default_factory=list)
   folds: int = 0
   heads: int = 0
 
@@ -100,6 +102,8 @@ def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
   if "rescale" in vars(seed):
     got.rescale.append({"a": seed.rescale[0].tolist(),
                         "c": seed.rescale[1].tolist()})
+  if "blend" in vars(seed):
+    got.blend.append({"seed": seed.seed, **seed.blend.to_json()})
   got.folds, got.heads = len(runs), len(seed.kernel)
 
 
@@ -135,6 +139,9 @@ def _results(target: context.Target, got: _Collected, sizes) -> dict:
         for which, part in (("per_fold", results),
                             ("pooled", results["pooled"]))}
   results["protocol"] = _protocol_facts(target, got, metric_names)
+  check = diagnostic.distinguishable(results)
+  if check is not None:
+    results["heads_distinguishable"] = check
   if target.types is not None:
     results["type_match"] = {
         k: {"selected_same_type": float(np.mean([v[0] for v in vals])),
@@ -161,6 +168,8 @@ def _protocol_facts(target: context.Target, got: _Collected, metric_names
       "posterior_tuning (source held-out annotators)": got.tuned,
       "aggregate_rescaled (a, c per seed; source held-out annotators)":
           got.rescale,
+      "blend (weights per enrollment size per seed; source held-out "
+      "annotators)": got.blend,
       "warnings": got.warnings}
 
 

@@ -37,7 +37,6 @@ import numpy as np
 
 from annojax import baselines
 from annojax import enroll
-from annojax import posterior
 from annojax import train
 from annojax.protocol import folds
 
@@ -207,9 +206,7 @@ def most_similar(ctx, e):
           doc="all heads weighted by a posterior from their enrollment "
               "scores (temperature tuned on source raters)")
 def mixture(ctx, e):
-  s = ctx.seed
-  return ctx.heads(*posterior.mixture_heads(
-      e.scores, e.mask.sum(1), s.kernel, s.bias, s.tuned.temperature))
+  return ctx.heads(*e.mixture)
 
 
 @register("eb", per_k=True, adaptive=True, kinds=(RATINGS,),
@@ -219,9 +216,7 @@ def eb(ctx, e):
   """Mean + low-rank covariance of all heads as the prior: the population
   head with no clips, ~ an own fit with many; the noise, as the mixture's
   temperature, from the SOURCE's held-out raters (posterior.tune)."""
-  s = ctx.seed
-  return ctx.heads(*posterior.eb_heads(s.z[e.clips], e.ratings, e.mask,
-                                       s.prior, s.tuned.noise))
+  return ctx.heads(*e.eb)
 
 
 @register("linear_fit", per_k=True, kinds=(RATINGS,),
@@ -249,3 +244,14 @@ def finetune(ctx, e):
   return ctx.heads(*baselines.finetune(
       *e.heads, ctx.seed.z[e.clips], e.ratings, e.mask, ev.finetune_steps,
       ev.finetune_lr, ev.finetune_l2))
+
+
+@register("blended", per_k=True, adaptive=True, kinds=(RATINGS,),
+          doc="the consensus at the typical scale, moved toward the mixture, "
+              "EB and calibrated rules by weights learned per k on source "
+              "raters and gated by the annotator's own evidence (blend.py; "
+              "the default of --mode=enroll)")
+def blended(ctx, e):
+  b = e.blended
+  return ctx.heads(b.kernel, b.bias) + ctx.aggregate_per_annotator(b.scale,
+                                                                   b.shift)

@@ -1,15 +1,16 @@
 """What the protocol learns from the SOURCE's held-out raters (never the
-target): the mixture temperature and EB noise of a seed's heads, and the
-raters' typical scale (aggregate_rescaled)."""
+target): the mixture temperature and EB noise of a seed's heads, the
+raters' typical scale (aggregate_rescaled) and the blended rule's weights
+(blend.py)."""
 
 from __future__ import annotations
 
 from absl import logging
 import numpy as np
 
+from annojax import blend
 from annojax import enroll
 from annojax import posterior
-from annojax import train
 from annojax.data import pipeline
 from annojax.protocol import folds
 
@@ -28,20 +29,43 @@ def source_held_out(prepared) -> dict:
           "pair_values": np.concatenate([t.pair_values for t in parts])}
 
 
-def tune_on_source(config, held_out, graphdef, params, kernel, bias, seed
+def tune_on_source(config, held_out, z_held, kernel, bias, seed
                    ) -> posterior.Tuned:
   """The mixture temperature / EB noise of this seed's model, set on the
-  source's held-out annotators (never the target)."""
+  source's held-out annotators (never the target); z_held: the model's
+  trunk on their clips."""
   ev = config.eval
   tuned = posterior.tune(
-      train.trunk_features(graphdef, params, held_out["embeddings"]),
-      held_out["pair_clip"], held_out["pair_annotator"],
+      z_held, held_out["pair_clip"], held_out["pair_annotator"],
       held_out["pair_values"], kernel, bias, ev.mixture_temperatures,
       ev.eb_noise, seed=seed, score=ev.score, head_chunk=ev.head_chunk)
   logging.info("seed %d: mixture temperature %g, EB noise %g (from %d "
                "source held-out annotators)", seed, tuned.temperature,
                tuned.noise, tuned.annotators)
   return tuned
+
+
+def blend_heads(config, kernel, bias, prior, tuned: posterior.Tuned,
+                rescale) -> blend.Heads:
+  """What the blended rule needs of a seed's models (blend.Heads)."""
+  ev = config.eval
+  return blend.Heads(kernel=kernel, bias=bias, prior=prior,
+                     temperature=tuned.temperature, noise=tuned.noise,
+                     rescale=tuple(rescale), score=ev.score,
+                     shrink=ev.calibration_shrink, head_chunk=ev.head_chunk)
+
+
+def tune_blend(config, held_out, z_held, agg_held, heads: blend.Heads, seed
+               ) -> blend.Blend:
+  """The blended rule's weights per enrollment size, learned on the
+  source's held-out annotators (never the target): z_held / agg_held, the
+  individual model's trunk and the consensus model's output on their
+  clips."""
+  sizes = set(blend.SIZES) | {int(k) for k in config.eval.enroll_sizes
+                              if k > 0}
+  return blend.tune(heads, z_held, agg_held, held_out["pair_clip"],
+                    held_out["pair_annotator"], held_out["pair_values"],
+                    seed=seed, sizes=sorted(sizes))
 
 
 def packed_by_annotator(pair_clip, pair_annotator, pair_values):

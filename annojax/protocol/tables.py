@@ -146,7 +146,10 @@ def _type_match(type_match: dict) -> list[str]:
 def to_markdown(results: dict) -> str:
   p = results["protocol"]
   dims, names = p["columns"], p["metrics"]
-  lines = _header(results) + _table(results["rows"], names, dims)
+  lines = _header(results)
+  if "heads_distinguishable" in results:
+    lines += [results["heads_distinguishable"]["sentence"], ""]
+  lines += _table(results["rows"], names, dims)
   lines += [""] + _legend(row_order(results["rows"]))
   if "pooled" in results:
     lines += _pooled(results, names, dims)
