@@ -2,6 +2,8 @@
 
   <workdir>/export/
     params/   Orbax (StandardSave) of the individual model's best params
+    aggregate/  the consensus model's best params (dimensional bundles
+              from format 4; what the blended enrollment rule starts from)
     info/     JSON: format version, dims, annotator ids (+ latent types for the
               synthetic corpus), embedding size, model config, where the
               features came from, the feature standardizer (mean, s.d. of
@@ -24,8 +26,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from annojax import blend as blend_lib
 from annojax import losses
 from annojax import models
+from annojax import posterior
 from annojax import train
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
@@ -35,9 +39,12 @@ from annojax.protocol import source
 # features, no standardizer) still load. 3: the standardizer's clip
 # (config.data.feature_clip; a version-2 bundle has none: not clipped) and
 # the posterior's temperature and rating noise tuned on the source's
-# held-out raters (older bundles: enroll's fixed defaults).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# held-out raters (older bundles: enroll's fixed defaults). 4: the consensus
+# model, its typical scale and the blended rule's weights (blend.py), all
+# learned on the source's held-out raters (older bundles: enroll's
+# top-k rule only).
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclasses.dataclass
@@ -45,6 +52,12 @@ class Bundle:
   info: dict
   graphdef: nnx.GraphDef
   params: dict
+  aggregate: tuple | None = None  # (graphdef, params) of the consensus
+
+  @property
+  def blendable(self) -> bool:
+    """Has the consensus model and the blend (format 4, dimensional)."""
+    return self.aggregate is not None and "blend" in self.info
 
   @property
   def dims(self) -> tuple[str, ...]:
@@ -60,19 +73,38 @@ class Bundle:
 
   def features(self, embeddings: np.ndarray) -> np.ndarray:
     """Trunk features z [C, D, H] of clip embeddings [C, F]."""
+    return train.trunk_features(self.graphdef, self.params,
+                                self._standardized(embeddings))
+
+  def heads(self) -> tuple[np.ndarray, np.ndarray]:
+    return train.head_arrays(self.params)
+
+  def _standardized(self, embeddings: np.ndarray) -> np.ndarray:
     f = self.info["embedding_dim"]
     if embeddings.ndim != 2 or embeddings.shape[1] != f:
       raise ValueError(f"embeddings have shape {embeddings.shape}; this "
                        f"model was trained on {f}-d embeddings "
                        f"({self.info['features']})")
     std = self.info.get("standardizer") or {}
-    x = prepare_lib.apply_standardizer(embeddings, std.get("mean"),
-                                       std.get("std"), std.get("clip"),
-                                       "embeddings to predict")
-    return train.trunk_features(self.graphdef, self.params, x)
+    return prepare_lib.apply_standardizer(embeddings, std.get("mean"),
+                                          std.get("std"), std.get("clip"),
+                                          "embeddings to predict")
 
-  def heads(self) -> tuple[np.ndarray, np.ndarray]:
-    return train.head_arrays(self.params)
+  def consensus(self, embeddings: np.ndarray) -> np.ndarray:
+    """The consensus model's output [C, D] on clip embeddings [C, F]."""
+    return train.consensus_outputs(*self.aggregate,
+                                   self._standardized(embeddings))
+
+  def blend(self) -> tuple[blend_lib.Blend, blend_lib.Heads]:
+    """The blended rule's weights and what it needs of the heads."""
+    kernel, bias = self.heads()
+    b, post = self.info["blend"], self.info["posterior"]
+    return blend_lib.Blend.from_json(b["weights"]), blend_lib.Heads(
+        kernel=kernel, bias=bias,
+        prior=posterior.fit_prior(kernel, bias, b["eb_rank"]),
+        temperature=post["temperature"], noise=post["noise"],
+        rescale=(np.asarray(b["rescale"]["a"]), np.asarray(b["rescale"]["c"])),
+        score=b["score"], shrink=b["calibration_shrink"])
 
 
 def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
@@ -109,21 +141,45 @@ def export(config, workdir: str, prepared, path: str | None = None) -> str:
   meta = pipeline.read_meta(prepared.source)
   graphdef, params = train.load_best(config, workdir, "individual", prepared)
   info = _info(config, meta, workdir)
+  items = {"params": ocp.args.StandardSave(params)}
   if info["task"] == "dimensional":  # as the protocol tunes seed 0's model
     held = source.source_held_out(prepared)
-    tuned = source.tune_on_source(
-        config, held, train.trunk_features(graphdef, params,
-                                           held["embeddings"]),
-        *train.head_arrays(params), seed=0)
+    z_held = train.trunk_features(graphdef, params, held["embeddings"])
+    kernel, bias = train.head_arrays(params)
+    tuned = source.tune_on_source(config, held, z_held, kernel, bias, seed=0)
     info["posterior"] = {
         "temperature": tuned.temperature, "noise": tuned.noise,
         "tuned_on": f"{tuned.annotators} source held-out annotators"}
+    if os.path.isdir(train.model_dir(workdir, "aggregate")):
+      agg = train.load_best(config, workdir, "aggregate", prepared)
+      items["aggregate"] = ocp.args.StandardSave(agg[1])
+      info["blend"] = _blend_info(config, held, z_held, agg, kernel, bias,
+                                  tuned)
+  items["info"] = ocp.args.JsonSave(info)
   ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  ckptr.save(path, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
-      info=ocp.args.JsonSave(info)), force=True)
+  ckptr.save(path, args=ocp.args.Composite(**items), force=True)
   ckptr.close()
   return path
+
+
+def _blend_info(config, held, z_held, aggregate, kernel, bias, tuned
+                ) -> dict:
+  """The blended rule as the protocol learns it for seed 0 (source held-out
+  raters): the consensus's typical scale, the weights per enrollment size,
+  and the settings its rules use."""
+  ev = config.eval
+  agg_held = train.consensus_outputs(*aggregate, held["embeddings"])
+  rescale = source.typical_scale(source.packed_by_annotator(
+      held["pair_clip"], held["pair_annotator"], held["pair_values"]),
+                                 agg_held)
+  heads = source.blend_heads(config, kernel, bias,
+                             posterior.fit_prior(kernel, bias, ev.eb_rank),
+                             tuned, rescale)
+  weights = source.tune_blend(config, held, z_held, agg_held, heads, seed=0)
+  return {"weights": weights.to_json(),
+          "rescale": {"a": rescale[0].tolist(), "c": rescale[1].tolist()},
+          "eb_rank": int(ev.eb_rank), "score": ev.score,
+          "calibration_shrink": float(ev.calibration_shrink)}
 
 
 def load(path: str) -> Bundle:
@@ -148,5 +204,18 @@ def load(path: str) -> Bundle:
                           nnx.to_pure_dict(state))
   params = ckptr.restore(path, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(abstract))).params
+  aggregate = None
+  if "blend" in info:  # format 4, dimensional: the consensus model too
+    model = models.Model(info["embedding_dim"], len(info["dims"]), 1,
+                         hidden=info["model"]["hidden"],
+                         dropout=info["model"]["dropout"],
+                         rngs=nnx.Rngs(params=0))
+    g_ag, state = nnx.split(model)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            nnx.to_pure_dict(state))
+    p_ag = ckptr.restore(path, args=ocp.args.Composite(
+        aggregate=ocp.args.StandardRestore(abstract))).aggregate
+    aggregate = (g_ag, jax.device_get(p_ag))
   ckptr.close()
-  return Bundle(info=info, graphdef=graphdef, params=jax.device_get(params))
+  return Bundle(info=info, graphdef=graphdef, params=jax.device_get(params),
+                aggregate=aggregate)

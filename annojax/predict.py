@@ -4,7 +4,11 @@ enroll: new annotators' enrollment ratings (long CSV: clip, annotator, one
   column per dimension of the bundle, speaker optional; several files
   separated by commas) + embeddings of those clips -> <workdir>/enroll/
   mapping.json and mapping.csv: per annotator the selected head(s), weights,
-  scores, the score margin and clip count. With config.predict.pool (clip
+  scores, the score margin and clip count. The rule (config.predict.rule):
+  "blended" (default; blend.py) predicts with the consensus model moved
+  toward the individual rules by the evidence (its heads in
+  blended_heads.npz, the consensus part and from_consensus, how far it
+  moved, in the mapping); "top_k" copies the selected heads. With config.predict.pool (clip
   embeddings of candidate clips), also suggestions.csv: the next
   config.predict.propose clips each annotator should rate (adaptive
   enrollment, annojax/adaptive.py), in the ratings CSV's layout, so a
@@ -25,6 +29,7 @@ Categorical bundles (e.g. CREMA-D): the enrollment CSV has columns clip,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -32,6 +37,7 @@ from absl import logging
 import numpy as np
 
 from annojax import adaptive
+from annojax import blend
 from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
@@ -40,6 +46,9 @@ from annojax.corpora import embeddings
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
+
+RULES = ("blended", "top_k")
+BLENDED_HEADS = "blended_heads.npz"
 
 
 def _bundle_path(config, workdir):
@@ -237,24 +246,70 @@ def run_enroll(config, workdir: str) -> dict:
       "hidden"]), np.float32)
   z[need] = bundle.features(emb[need])
   scores = counts = None
+  rule = _rule(p, bundle)
+  out["rule"] = rule
   if len(names):
-    scores, _, y_e, m_e = enroll_lib.enrollment_scores(
+    scores, c_e, y_e, m_e = enroll_lib.enrollment_scores(
         z, clip_lists, rating_lists, kernel, bias, score=p.score,
         names=list(names))
     counts = m_e.sum(1)
     mapping = enroll_lib.mapping(scores, y_e, m_e, p.top_k, p.weighted)
+    blended = None
+    if rule == "blended":
+      agg = np.zeros((len(ids), len(bundle.dims)), np.float32)
+      agg[need] = bundle.consensus(emb[need])
+      weights, heads = bundle.blend()
+      heads = dataclasses.replace(heads, temperature=np.float32(
+          _posterior_settings(p, bundle)[0]))
+      blended = blend.enroll_blended(weights, heads, z[c_e], agg[c_e], y_e,
+                                     m_e, scores)
+      out["blend"] = bundle.info["blend"]["weights"]
     out["annotators"] = _write_mapping(out_dir, out, bundle, names,
-                                       clip_lists, mapping)
+                                       clip_lists, mapping, blended)
   if pool is not None:
     out["suggestions"] = _suggest(p, bundle, out_dir, pool[0], z[pool_rows],
                                   names, clip_lists, ids, scores, counts)
   return out
 
 
-def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
-                   ) -> dict:
+def _rule(p, bundle) -> str:
+  """config.predict.rule, checked; "blended" falls back to "top_k" (logged)
+  for a bundle without the consensus model."""
+  if p.rule not in RULES:
+    raise ValueError(f"config.predict.rule={p.rule!r}: one of {RULES}")
+  if p.rule == "blended" and not bundle.blendable:
+    logging.warning("this bundle has no consensus model / blend (%s): "
+                    "enrolling with the top_k rule", "categorical heads"
+                    if bundle.categorical else "exported before format 4")
+    return "top_k"
+  if p.rule == "blended" and p.score != bundle.info["blend"]["score"]:
+    raise ValueError(f"config.predict.score={p.score!r}: the blended rule "
+                     f"was learned with the {bundle.info['blend']['score']!r}"
+                     " score; use it, or config.predict.rule='top_k'")
+  return p.rule
+
+
+def _write_blended(out_dir, names, blended) -> dict:
+  """blended_heads.npz: each annotator's head on the individual model's
+  trunk (the consensus part is in mapping.json) -> per-annotator fields."""
+  np.savez(os.path.join(out_dir, BLENDED_HEADS),
+           annotators=np.asarray(names, str), kernel=blended.kernel,
+           bias=blended.bias)
+  return {str(n): {"from_consensus": float(blended.moved[i]),
+                   "blend_size": int(blended.size[i]),
+                   "consensus_scale": blended.scale[i].tolist(),
+                   "consensus_shift": blended.shift[i].tolist()}
+          for i, n in enumerate(names)}
+
+
+def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping,
+                   blended=None) -> dict:
   """mapping.json (header + annotators; the annotators returned) and
-  mapping.csv, logged."""
+  mapping.csv, logged. With the blended rule, blended_heads.npz too;
+  from_consensus (mapping.csv) says how far each annotator's prediction
+  moved from the consensus (0: the consensus at the raters' typical scale,
+  1: the individual rules alone; the top_k rule: 1)."""
+  extra = _write_blended(out_dir, names, blended) if blended else {}
   heads = bundle.annotator_ids
   annotators = {
       str(name): {
@@ -268,7 +323,8 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
           # there (CCC is undefined); rate more varied clips.
           "constant_dims": ([] if bundle.categorical else
                             [d for d, c in zip(bundle.dims,
-                                               mapping.constant[i]) if c])}
+                                               mapping.constant[i]) if c]),
+          "from_consensus": 1.0, **extra.get(str(name), {})}
       for i, name in enumerate(names)}
   with open(os.path.join(out_dir, "mapping.json"), "w") as f:
     json.dump({**header, "annotators": annotators}, f, indent=1)
@@ -277,12 +333,14 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
     # score: summed over dimensions (ccc: up to D); score_per_dim: / D.
     per_dim = 1 if bundle.categorical else len(bundle.dims)
     w.writerow(["annotator", "num_clips", "head", "weight", "score",
-                "score_per_dim", "margin", "constant_dims"])
+                "score_per_dim", "margin", "constant_dims",
+                "from_consensus"])
     for name, m in annotators.items():
       for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
         w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
                     f"{s / per_dim:.6g}", f"{m['margin']:.6g}",
-                    " ".join(m["constant_dims"])])
+                    " ".join(m["constant_dims"]),
+                    f"{m['from_consensus']:.4g}"])
   const = [n for n, m in annotators.items() if m["constant_dims"]]
   if const:
     logging.warning("%d annotator(s) gave the same rating to every "
@@ -294,6 +352,12 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping
                "margin < 0.01 (several heads fit about equally well)",
                len(names), len({c for cl in clip_lists for c in cl}),
                out_dir, len(small))
+  if blended is not None:
+    logging.info("blended rule: mean move from the consensus %.2f (0: the "
+                 "consensus at the raters' typical scale; 1: the individual "
+                 "rules); %d of %d annotators stay at the consensus",
+                 float(blended.moved.mean()), int((blended.moved == 0).sum()),
+                 len(names))
   return annotators
 
 
@@ -378,6 +442,24 @@ def _posterior_settings(p, bundle) -> tuple[float, float]:
   return out[0], out[1]
 
 
+def _blended(mapping, mapping_path, bundle, emb):
+  """A blended mapping's (annotator -> row, kernel, bias, consensus output
+  on the clips); None for a top_k mapping."""
+  if mapping.get("rule") != "blended":
+    return None
+  if not bundle.blendable:
+    raise ValueError(f"{mapping_path}: enrolled with the blended rule, but "
+                     "this bundle has no consensus model; use the bundle it "
+                     "was enrolled with")
+  path = os.path.join(os.path.dirname(mapping_path), BLENDED_HEADS)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: the blended rule's heads, written by "
+                            "--mode=enroll beside the mapping, are missing")
+  with np.load(path) as f:
+    row = {str(a): i for i, a in enumerate(f["annotators"])}
+    return row, f["kernel"], f["bias"], bundle.consensus(emb)
+
+
 def run_predict(config, workdir: str) -> str:
   """Writes every mapped annotator's predictions for every clip."""
   p = config.predict
@@ -408,6 +490,7 @@ def run_predict(config, workdir: str) -> str:
     else:
       w.writerow(["clip", "annotator", *bundle.dims,
                   *[f"{d}_scaled" for d in bundle.dims]])
+    blended = _blended(mapping, mapping_path, bundle, emb)
     for name in names:
       m = mapping["annotators"][name]
       idx = np.asarray(m["head_index"])
@@ -416,9 +499,18 @@ def run_predict(config, workdir: str) -> str:
         raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
                          f"{m['heads']} that this bundle does not have in "
                          "that order; enroll again with this bundle")
-      k, b = enroll_lib.combine_heads(
-          idx, np.asarray(m["weights"], np.float32), kernel, bias)
-      pred = np.einsum("cdh,dh->cd", z, k) + b
+      if blended is not None:  # a head + the consensus, affinely
+        row, k_b, b_b, agg = blended
+        if name not in row:
+          raise ValueError(f"{mapping_path}: annotator {name!r} has no head "
+                           f"in {BLENDED_HEADS}; enroll again")
+        pred = (np.einsum("cdh,dh->cd", z, k_b[row[name]]) + b_b[row[name]]
+                + np.asarray(m["consensus_scale"]) * agg
+                + np.asarray(m["consensus_shift"]))
+      else:
+        k, b = enroll_lib.combine_heads(
+            idx, np.asarray(m["weights"], np.float32), kernel, bias)
+        pred = np.einsum("cdh,dh->cd", z, k) + b
       if bundle.categorical:
         prob = np.exp(metrics.log_softmax(pred))
         top = np.asarray(bundle.dims)[prob.argmax(1)]

@@ -138,6 +138,14 @@ def head_arrays(params) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(h["kernel"]), np.asarray(h["bias"])
 
 
+def consensus_outputs(graphdef, params, embeddings: np.ndarray
+                      ) -> np.ndarray:
+  """The aggregate (one-head) model's output [C, D] on embeddings [C, F]."""
+  kernel, bias = head_arrays(params)
+  return np.einsum("cdh,dh->cd", trunk_features(graphdef, params, embeddings),
+                   kernel[0]) + bias[0]
+
+
 def pair_predictions(z, kernel, bias, pair_clip, pair_head) -> np.ndarray:
   """Prediction of head pair_head[i] on clip pair_clip[i] -> [P, D]."""
   return (np.einsum("pdh,pdh->pd", z[pair_clip], kernel[pair_head])

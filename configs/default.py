@@ -184,6 +184,13 @@ def get_config():
   # (enroll logs it and records it in mapping.json; predict reads it there).
   config.predict.scale = ()
   config.predict.score = "ccc"
+  # enroll's rule: "blended" (the consensus moved toward the individual
+  # rules as far as the annotator's ratings and the source's raters support;
+  # annojax/blend.py, learned at export) or "top_k" (the paper's: copy the
+  # top_k most similar heads, averaged, `weighted` by score). Bundles
+  # without the consensus model (categorical, or exported before format 4)
+  # use top_k.
+  config.predict.rule = "blended"
   config.predict.top_k = 1
   config.predict.weighted = False
   # enroll: embeddings of candidate clips (as `embeddings`; may be the same

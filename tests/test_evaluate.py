@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from annojax import baselines
+from annojax import blend
 from annojax import enroll
 from annojax import metrics
 from annojax import posterior
@@ -440,6 +441,24 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
   tuned = protocol["protocol"][
       "aggregate_rescaled (a, c per seed; source held-out annotators)"]
   np.testing.assert_allclose(tuned[0]["a"], scale, rtol=1e-4)
+  # The blended rule with seed 0's recorded weights and posterior.
+  facts = protocol["protocol"]
+  weights = blend.Blend.from_json(facts[
+      "blend (weights per enrollment size per seed; source held-out "
+      "annotators)"][0])
+  post = facts["posterior_tuning (source held-out annotators)"][0]
+  heads = blend.Heads(kernel=kernel, bias=bias,
+                      prior=posterior.fit_prior(kernel, bias, ev.eb_rank),
+                      temperature=post["temperature"], noise=post["noise"],
+                      rescale=(scale, held["pair_values"].mean(0)
+                               - scale * agg_held.mean(0)),
+                      shrink=ev.calibration_shrink)
+  scores = enroll.enrollment_scores(z, pools, ys, kernel, bias)[0]
+  b = blend.enroll_blended(weights, heads, z[cidx], agg_clip[cidx], y_e, m_e,
+                           scores)
+  want["blended@all"] = (train.pair_predictions(z, b.kernel, b.bias, clip,
+                                                pos)
+                         + b.scale[pos] * agg_clip[clip] + b.shift[pos])
   for row, pred in want.items():
     cell = protocol["rows"][row]
     assert cell["ccc_ind"]["activation"]["run_keys"][0] == [0, 0]
@@ -502,6 +521,26 @@ def test_beyond_top1_rows_and_their_source_side_tuning(trained_tiny,
   for t in tuned:
     assert t["temperature"] in ev.mixture_temperatures
     assert 0.0 < t["noise"] < 2.0 and t["annotators"] > 10
+  # The blended rule: a row at every size, its weights per seed learned on
+  # the source (the synthetic heads carry their raters: it moves from the
+  # consensus at the larger sizes, and beats it there on the source).
+  for k in ev.enroll_sizes:
+    assert f"blended@{'all' if k == 0 else k}" in protocol["rows"]
+  learned = protocol["protocol"][
+      "blend (weights per enrollment size per seed; source held-out "
+      "annotators)"]
+  assert [b["seed"] for b in learned] == list(range(ev.seeds))
+  for b in learned:
+    w = np.asarray(b["weights"])
+    assert w.shape == (len(b["sizes"]), 3) and (w >= 0).all()
+    assert (w.sum(1) <= 1 + 1e-9).all() and w[-1].sum() > 0
+    ccc = b["source_ccc_ind"]
+    assert ccc["blended"][-1] > ccc["consensus"][-1]
+  # The diagnostic: here the test ratings tell the heads apart.
+  check = protocol["heads_distinguishable"]
+  assert all(c["distinguishable"] for c in check["columns"].values())
+  md = open(os.path.join(trained_tiny[1], "eval", "results.md")).read()
+  assert check["sentence"] in md and "Yes:" in check["sentence"]
 
 
 def test_adaptive_rows_their_comparison_and_plot(trained_tiny, protocol):

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from annojax import adaptive
+from annojax import blend
+from annojax import enroll
 from annojax import export
 from annojax import jobs
 from annojax import predict
@@ -76,6 +78,11 @@ def test_bundle_restores_the_best_params(trained_tiny, bundle_dir):
   assert len(want) == len(got) == 8
   for x, y in zip(want, got):
     np.testing.assert_array_equal(x, y)
+  _, best_agg = train.load_best(config, workdir, "aggregate", prepared)
+  want, got = jax_leaves(best_agg), jax_leaves(b.aggregate[1])
+  assert len(want) == len(got) == 8
+  for x, y in zip(want, got):
+    np.testing.assert_array_equal(x, y)
   meta = pipeline.read_meta(prepared.source)
   assert tuple(b.info["annotator_ids"]) == meta.annotator_ids
   assert b.dims == meta.dims
@@ -117,6 +124,7 @@ def _predict_config(tiny_config, bundle_dir, tmp_path, mode):
   c.predict.embeddings = str(tmp_path / "emb.npz")
   c.predict.ratings = str(tmp_path / "enroll.csv")
   c.predict.scale = (1.0, 7.0)
+  c.predict.rule = "top_k"  # the copied heads (the blended rule: its test)
   return c
 
 
@@ -129,6 +137,7 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   out = jobs.run(_predict_config(tiny_config, bundle_dir, tmp_path,
                                  "enroll"), workdir)["mapping"]
   m = out["annotators"]["planted"]
+  assert out["rule"] == "top_k" and m["from_consensus"] == 1.0
   assert m["heads"] == [b.annotator_ids[planted]]
   assert m["num_clips"] == 25 and out["annotators"]["random"][
       "num_clips"] == 10
@@ -170,6 +179,75 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   got = np.array([[float(r[f"{d}_scaled"]) for d in b.dims] for r in rows
                   if r["annotator"] == "planted"])
   np.testing.assert_allclose(got, 1 + (raw + 1) * 3, rtol=1e-4, atol=1e-4)
+
+
+def test_blended_enrollment_is_the_default_and_predict_serves_it(
+    tiny_config, bundle_dir, tmp_path):
+  """The default rule: enroll writes each annotator's blended head and
+  consensus part (mapping.json, blended_heads.npz) and how far it moved
+  from the consensus (mapping.csv); predict's values equal the rule
+  computed here from the bundle's arrays (blend.py); the weights are the
+  bundle's, learned at export on the source's held-out raters."""
+  b = export.load(bundle_dir)
+  assert b.blendable and b.info["format_version"] == 4
+  weights, heads = b.blend()
+  assert len(weights.sizes) >= 2 and weights.weights.shape == (
+      len(weights.sizes), 3)
+  ids, emb = _write_inputs(tmp_path, b, planted_head=3)
+  workdir = str(tmp_path / "work")
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "enroll")
+  c.predict.rule = "blended"
+  out = jobs.run(c, workdir)["mapping"]
+  assert out["rule"] == "blended" and out["blend"] == b.info["blend"][
+      "weights"]
+  with open(os.path.join(workdir, "enroll", "mapping.csv")) as f:
+    rows = list(csv.DictReader(f))
+  moved = {r["annotator"]: float(r["from_consensus"]) for r in rows}
+  assert set(moved) == {"planted", "random"}
+  for name, m in out["annotators"].items():
+    assert moved[name] == pytest.approx(m["from_consensus"], abs=1e-3)
+    assert 0.0 <= m["from_consensus"] <= 1.0
+  # The rule, recomputed from the bundle's arrays (no files).
+  table = c.predict.ratings
+  with open(table) as f:
+    lines = list(csv.DictReader(f))
+  row_of = {cid: i for i, cid in enumerate(ids)}
+  z, agg = b.features(emb), b.consensus(emb)
+  names = sorted({r["annotator"] for r in lines})
+  clip_lists = [[row_of[r["clip"]] for r in lines if r["annotator"] == n]
+                for n in names]
+  ratings = [np.array([[(float(r[d]) - 1) / 3 - 1 for d in b.dims]
+                       for r in lines if r["annotator"] == n]) for n in names]
+  kernel, bias = b.heads()
+  scores, cl, y, mask = enroll.enrollment_scores(z, clip_lists, ratings,
+                                                 kernel, bias)
+  want = blend.enroll_blended(weights, heads, z[cl], agg[cl], y, mask,
+                              scores)
+  np.testing.assert_allclose([out["annotators"][n]["from_consensus"]
+                              for n in names], want.moved, atol=1e-6)
+  c.mode = "predict"
+  jobs.run(c, workdir)
+  with open(os.path.join(workdir, "predict", "predictions.csv")) as f:
+    rows = list(csv.DictReader(f))
+  for i, n in enumerate(names):
+    got = np.array([[float(r[d]) for d in b.dims] for r in rows
+                    if r["annotator"] == n])
+    pred = blend.predictions(
+        dataclasses.replace(want, kernel=want.kernel[i:i + 1],
+                            bias=want.bias[i:i + 1],
+                            scale=want.scale[i:i + 1],
+                            shift=want.shift[i:i + 1]), z[None], agg[None])[0]
+    np.testing.assert_allclose(got, np.clip(pred, -1, 1), atol=1e-4)
+  # Without the heads file, predict says what is missing.
+  os.remove(os.path.join(workdir, "enroll", predict.BLENDED_HEADS))
+  with pytest.raises(FileNotFoundError, match="blended_heads.npz"):
+    jobs.run(c, workdir)
+  # A bundle without the consensus model (format 3): the top_k rule.
+  older = dataclasses.replace(b, aggregate=None)
+  assert predict._rule(c.predict, older) == "top_k"  # pylint: disable=protected-access
+  c.predict.rule = "top_1"
+  with pytest.raises(ValueError, match="blended"):
+    predict._rule(c.predict, b)  # pylint: disable=protected-access
 
 
 def _on_five_points(src, dst):

@@ -92,16 +92,14 @@ class Seed:
     self.config, self.ev = target.config, target.config.eval
     (self.graphdef, self.params), (g_ag, p_ag) = replicate_models(
         self.config, workdir, target.prepared, seed)
-    self._aggregate = (g_ag, p_ag) + tuple(train.head_arrays(p_ag))
+    self._aggregate = (g_ag, p_ag)
     self.z = train.trunk_features(self.graphdef, self.params,
                                   target.table.embeddings)
     self.kernel, self.bias = train.head_arrays(self.params)
     self.aggregate_clip = self.aggregate_on(target.table.embeddings)
 
   def aggregate_on(self, embeddings) -> np.ndarray:
-    g, p, kernel, bias = self._aggregate
-    return np.einsum("cdh,dh->cd", train.trunk_features(g, p, embeddings),
-                     kernel[0]) + bias[0]
+    return train.consensus_outputs(*self._aggregate, embeddings)
 
   @cached
   def mean_clip(self) -> np.ndarray:
@@ -145,9 +143,8 @@ class Seed:
   @cached
   def rescale(self):
     """(a, c): the aggregate at the source held-out raters' typical scale."""
-    cidx, y_src, m_src = self.target.held_packed
-    return baselines.typical_calibration(self.held_aggregate[cidx], y_src,
-                                         m_src)
+    return source.typical_scale(self.target.held_packed,
+                                self.held_aggregate)
 
   @cached
   def calibrated_all(self):

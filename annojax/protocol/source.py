@@ -8,6 +8,7 @@ from __future__ import annotations
 from absl import logging
 import numpy as np
 
+from annojax import baselines
 from annojax import blend
 from annojax import enroll
 from annojax import posterior
@@ -43,6 +44,14 @@ def tune_on_source(config, held_out, z_held, kernel, bias, seed
                "source held-out annotators)", seed, tuned.temperature,
                tuned.noise, tuned.annotators)
   return tuned
+
+
+def typical_scale(held_packed, agg_held):
+  """(a, c) [D]: the consensus at the source held-out raters' typical scale
+  (baselines.typical_calibration), from their ratings packed by rater
+  (packed_by_annotator) and the consensus model on their clips."""
+  cidx, y, mask = held_packed
+  return baselines.typical_calibration(agg_held[cidx], y, mask)
 
 
 def blend_heads(config, kernel, bias, prior, tuned: posterior.Tuned,
