@@ -11,9 +11,11 @@ import numpy as np
 _CURVES = {"most_similar": "most-similar head", "mixture": "mixture of heads",
            "eb": "empirical-Bayes head", "linear_fit": "linear fit",
            "calibrated": "calibrated aggregate",
-           "finetune": "fine-tuned mapped head"}
+           "finetune": "fine-tuned mapped head",
+           "blended": "blended rule (enroll's default)"}
 # Rows without an enrollment size: horizontal lines, each its own colour
-# and dash (none of the curves' colours C0-C5), the baselines heaviest.
+# and dash (none of the curves' colours: C0-C5 and the blended rule's
+# cyan), the baselines heaviest.
 _LINES = {"aggregate": ("aggregate", "black", "-", 1.8),
           "aggregate_rescaled": ("aggregate at the raters' scale", "black",
                                  "--", 1.8),
@@ -40,8 +42,11 @@ def ccc_vs_enrollment(results: dict, dims, sizes, path: str):
         continue
       m = np.array([rows[k][metric][d]["mean"] for k in keys])
       s = np.array([rows[k][metric][d]["std"] for k in keys])
-      ax.plot(x, m, marker="osD^vP"[i], color=f"C{i}", label=label)
-      ax.fill_between(x, m - s, m + s, color=f"C{i}", alpha=0.08)
+      heavy = kind == "blended"  # the default rule stands out
+      color = "tab:cyan" if heavy else f"C{i}"
+      ax.plot(x, m, marker="osD^vP*"[i], color=color, label=label,
+              lw=2.6 if heavy else 1.5, zorder=3 if heavy else 2)
+      ax.fill_between(x, m - s, m + s, color=color, alpha=0.08)
     for row, (label, color, dash, width) in _LINES.items():
       if row in rows:
         ax.axhline(rows[row][metric][d]["mean"], ls=dash, lw=width,

@@ -6,7 +6,8 @@
 # CONFIG defaults to configs/default.py (the reference settings on the
 # embedded synthetic default; configs/demo.py is a few-minute version).
 # Writes WORKDIR/eval/results.{md,json} and ccc_ind_vs_k.png and copies the
-# table to bench/results/accuracy_<config>.md. Then, when ../shared/data holds
+# table to bench/results/accuracy_<config>.md (and the blended rule's table
+# to bench/results/blend_<config>.md). Then, when ../shared/data holds
 # CREMA-D with per-rater responses and audio, runs configs/crema_d.py on it
 # (features -> all); otherwise says why it is skipped.
 set -euo pipefail
@@ -16,6 +17,9 @@ workdir="${2:-/tmp/annojax_accuracy_$(basename "$config" .py)}"
 mkdir -p bench/results
 python -m annojax.main --config="$config" --workdir="$workdir"
 cp "$workdir/eval/results.md" "bench/results/accuracy_$(basename "$config" .py).md"
+python bench/blend_table.py "$workdir/eval/results.json" --unit=seeds \
+  --title="The blended rule, $(basename "$config" .py) (seeds: each its mean over folds)" \
+  --out="bench/results/blend_$(basename "$config" .py).md"
 
 crema=../shared/data/crema_d
 if [[ -f "$crema/finishedResponses.csv" && -d "$crema/AudioWAV" ]]; then

@@ -8,7 +8,10 @@ At each enrollment size k: blended@k; the aggregate; aggregate_rescaled
 that k (by mean over replicates, among most_similar, mixture, eb,
 linear_fit, calibrated, finetune; named). Replicates: --unit=pooled, each
 (results file, seed)'s pooled CCC_ind (NSC: 3 partitions x 3 seeds = 9);
---unit=runs, each (seed, fold) run (the synthetic tables). Three families
+--unit=seeds (default), each seed's mean over its folds (independent
+replicates: each seed pre-trains its own models); --unit=runs, each
+(seed, fold) run (folds of one seed share its models: for configs with
+too few seeds to test). Three families
 of paired t-tests, each corrected over its own cells (report.marks):
 blended vs the aggregate, vs aggregate_rescaled, vs the best individual
 rule. The learned weights (mean over seeds at each tuned size) follow.
@@ -32,9 +35,18 @@ BLEND_KEY = ("blend (weights per enrollment size per seed; source held-out "
 
 
 def replicates(results, row, dim, unit):
-  return np.concatenate([np.asarray(
-      (r["pooled"] if unit == "pooled" else r)["rows"][row]["ccc_ind"][dim][
-          "runs"], np.float64) for r in results])
+  """pooled: each seed's pooled value; runs: each (seed, fold) run; seeds:
+  each seed's mean over its folds (the independent replicates)."""
+  out = []
+  for r in results:
+    cell = (r["pooled"] if unit == "pooled" else r)["rows"][row]["ccc_ind"][
+        dim]
+    runs = np.asarray(cell["runs"], np.float64)
+    if unit == "seeds":
+      seed = np.asarray(cell["run_keys"])[:, 0]
+      runs = np.array([runs[seed == s].mean() for s in np.unique(seed)])
+    out.append(runs)
+  return np.concatenate(out)
 
 
 def sizes(results):
@@ -57,6 +69,8 @@ def table(results, unit):
                               "aggregate_rescaled")
   m_ind, s_ind = report.marks([(r[2], r[6]) for r in rows],
                               "the best individual rule at that k")
+  if all(np.array_equal(r[2], r[4]) for r in rows):
+    s_res = "no test: blended equals aggregate_rescaled in every replicate"
   n = len(rows[0][2])
   lines = [f"Replicates: {n} ({unit}); CCC_ind mean +- s.d. over them. "
            f"Marks on blended: vs the aggregate ({s_agg}); vs "
@@ -108,7 +122,8 @@ def diagnostics(paths, results):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("results", nargs="+")
-  p.add_argument("--unit", choices=("pooled", "runs"), default="runs")
+  p.add_argument("--unit", choices=("pooled", "runs", "seeds"),
+                 default="seeds")
   p.add_argument("--title", default="The blended rule")
   p.add_argument("--out", default="")
   args = p.parse_args()

@@ -333,12 +333,10 @@ MUTANTS = [
       "the protocol's posterior for categorical heads is not Bayes' rule "
       "(T = 10)", ("tests/test_categorical.py",)),
     M("rescale_on_target", "annojax/protocol/context.py",
-      'cidx, y_src, m_src = self.target.held_packed\n'
-      '    return baselines.typical_calibration(\n'
-      '        self.aggregate_on(self.target.held_out["embeddings"])[cidx],',
-      'cidx, y_src, m_src = self.target.packed\n'
-      '    return baselines.typical_calibration(\n'
-      '        self.aggregate_clip[cidx],',
+      "return source.typical_scale(self.target.held_packed,\n"
+      "                                self.held_aggregate)",
+      "return source.typical_scale(self.target.packed,\n"
+      "                                self.aggregate_clip)",
       "aggregate_rescaled is fit on the TARGET's ratings (test clips "
       "included), not the source's held-out raters",
       ("tests/test_evaluate.py",)),
@@ -446,6 +444,30 @@ MUTANTS = [
       "np.minimum(scaled,",
       "Benjamini-Hochberg without the step-up minimum (adjusted p not "
       "monotone in p)", ("tests/test_metrics.py",)),
+    M("blend_gate_ignored", "annojax/blend.py",
+      "g = (p.gain > blend.threshold[idx]).astype(np.float64)",
+      "g = np.ones(len(p.gain))",
+      "the blended rule ignores the annotator's evidence gate",
+      ("tests/test_blend.py",)),
+    M("blend_no_evidence_bar", "annojax/blend.py",
+      "if not diff.mean() > EVIDENCE_Z * se:",
+      "if False:",
+      "the blend keeps the best source weights even where they do not beat "
+      "the consensus beyond noise", ("tests/test_blend.py",)),
+    M("blend_calibrated_offset", "annojax/blend.py",
+      "shift = rest * c + wc * (ca * c + cc)", "shift = rest * c + wc * cc",
+      "the calibrated rule's share of the consensus offset is dropped",
+      ("tests/test_blend.py",)),
+    M("diagnostic_two_sided", "annojax/protocol/diagnostic.py",
+      "one = (two / 2 if diff > 0 else 1 - two / 2) if np.isfinite(two) \\",
+      "one = two if np.isfinite(two) \\",
+      "the oracle-vs-chance test two-sided (a head below chance would count "
+      "as telling them apart)", ("tests/test_blend.py",)),
+    M("enroll_blended_rule_ignored", "annojax/predict.py",
+      '  if mapping.get("rule") != "blended":\n    return None',
+      "  return None",
+      "predict serves a blended mapping with its top-1 heads",
+      ("tests/test_export.py",)),
     M("rows_selection_ignored", "annojax/protocol/rows.py",
       'wanted = set(names) | {"aggregate"}', "wanted = set(REGISTRY)",
       "config.eval.rows is ignored: every registered row runs",

@@ -10,7 +10,8 @@
 # the three partitions again with head_shrinkage=100
 # (bench/results/nsc_shrinkage.md); heads on the aggregate's trunk
 # (bench/results/nsc_consensus_heads.md); shrunk per-listener calibration
-# (bench/results/nsc_calibration.md).
+# (bench/results/nsc_calibration.md); the blended rule's table
+# (bench/results/blend_nsc.md).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions; adaptive vs random
 # enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
@@ -36,6 +37,10 @@ python -m annojax.main --config=configs/nsc.py --workdir="$work/raw" \
 cp "$work/raw/eval/results.md" bench/results/nsc_raw.md
 python bench/nsc_table.py "${runs[@]}" --raw="$work/raw/eval/results.json" \
   --out=bench/results/nsc.md --plot=bench/results/nsc_adaptive.png
+# The blended rule against the consensus and the best individual rule.
+python bench/blend_table.py "${runs[@]}" --unit=pooled \
+  --title="The blended rule on NSC (bench/nsc.sh: 3 listener x speaker partitions x 3 seeds, pooled CCC_ind)" \
+  --out=bench/results/blend_nsc.md
 # Heads that share strength (config.model.head_shrinkage), same partitions.
 shrunk=()
 for p in 0 1 2; do
