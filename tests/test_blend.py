@@ -124,10 +124,11 @@ def test_choose_finds_a_planted_rule_and_keeps_the_consensus_on_noise():
   w, gate, _, c0, c1 = blend.choose(f, y, who, gains, {"none": -np.inf})
   assert w[1] >= 0.7 and w[0] <= 0.1 and w[2] <= 0.1 and gate == "none"
   assert c1 > c0 + 0.1
-  # No rule carries anything: the weights stay at zero (the consensus),
-  # in each of several independent draws.
-  for seed in range(5):
-    f, y, who, gains = _choose_case(signal=0.0, seed=seed, g=40, per=4)
+  # No rule carries anything: the weights stay at zero (the consensus), in
+  # each of several independent draws, though some weights beat it there
+  # by luck (15 raters x 3 test clips: in 6 of these 8 by > .003).
+  for seed in range(8):
+    f, y, who, gains = _choose_case(signal=0.0, seed=seed, g=15, per=3)
     w, gate, t, c0, c1 = blend.choose(f, y, who, gains,
                                       {"none": -np.inf, "q": 0.0})
     assert (w == 0).all() and gate == "none" and c0 == c1
@@ -176,11 +177,12 @@ def test_diagnostic_says_whether_heads_can_be_told_apart():
   rng = np.random.default_rng(0)
   chance = rng.normal(0.5, 0.05, (2, 15))
   # Above chance on act. only; at chance on val.
-  oracle = np.stack([chance[0] + 0.1 + rng.normal(0, 0.02, 15),
+  oracle = np.stack([chance[0] + 0.02 + rng.normal(0, 0.04, 15),
                      chance[1] + rng.normal(0, 0.05, 15)])
   out = diagnostic.distinguishable(_results(oracle, chance))
   want = stats.ttest_rel(oracle[0], chance[0], alternative="greater").pvalue
-  assert out["columns"]["act"]["p_one_sided"] == pytest.approx(want)
+  assert 1e-4 < want < 0.05
+  assert out["columns"]["act"]["p_one_sided"] == pytest.approx(want, abs=0)
   assert out["columns"]["act"]["distinguishable"]
   assert not out["columns"]["val"]["distinguishable"]
   assert "On act only" in out["sentence"]
