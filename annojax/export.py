@@ -194,28 +194,26 @@ def load(path: str) -> Bundle:
   if info.get("format_version") not in READABLE_VERSIONS:
     raise ValueError(f"{path}: bundle format {info.get('format_version')} "
                      f"is not one this annojax reads {READABLE_VERSIONS}")
-  model = models.Model(info["embedding_dim"], len(info["dims"]),
-                       len(info["annotator_ids"]),
+  graphdef, params = _restore(ckptr, path, info, "params",
+                              len(info["annotator_ids"]))
+  aggregate = None
+  if "blend" in info:  # format 4, dimensional: the consensus model too
+    aggregate = _restore(ckptr, path, info, "aggregate", 1)
+  ckptr.close()
+  return Bundle(info=info, graphdef=graphdef, params=params,
+                aggregate=aggregate)
+
+
+def _restore(ckptr, path, info, item: str, heads: int):
+  """(graphdef, host params) of a bundle's model `item` with `heads`
+  heads, rebuilt from info alone."""
+  model = models.Model(info["embedding_dim"], len(info["dims"]), heads,
                        hidden=info["model"]["hidden"],
                        dropout=info["model"]["dropout"],
                        rngs=nnx.Rngs(params=0))
   graphdef, state = nnx.split(model)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                           nnx.to_pure_dict(state))
-  params = ckptr.restore(path, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract))).params
-  aggregate = None
-  if "blend" in info:  # format 4, dimensional: the consensus model too
-    model = models.Model(info["embedding_dim"], len(info["dims"]), 1,
-                         hidden=info["model"]["hidden"],
-                         dropout=info["model"]["dropout"],
-                         rngs=nnx.Rngs(params=0))
-    g_ag, state = nnx.split(model)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            nnx.to_pure_dict(state))
-    p_ag = ckptr.restore(path, args=ocp.args.Composite(
-        aggregate=ocp.args.StandardRestore(abstract))).aggregate
-    aggregate = (g_ag, jax.device_get(p_ag))
-  ckptr.close()
-  return Bundle(info=info, graphdef=graphdef, params=jax.device_get(params),
-                aggregate=aggregate)
+  params = getattr(ckptr.restore(path, args=ocp.args.Composite(
+      **{item: ocp.args.StandardRestore(abstract)})), item)
+  return graphdef, jax.device_get(params)
