@@ -308,10 +308,15 @@ def tune(h: Heads, z_clips, agg_clips, pair_clip, pair_annotator,
   ids, starts, counts = np.unique(pair_annotator[order], return_index=True,
                                   return_counts=True)
   out = []
-  for s in sorted(set(int(x) for x in sizes if x > 0)):
-    keep = counts >= s + 2  # >= 2 test ratings each
-    if keep.sum() < MIN_RATERS:
-      continue
+  tuned = [s for s in sorted(set(int(x) for x in sizes if x > 0))
+           if (counts >= s + 2).sum() >= MIN_RATERS]  # >= 2 test ratings
+  # Every size padded to one shape (masked raters and clips): one
+  # compilation of each batched call instead of one per size.
+  shape = (enroll.bucket(max([(counts >= s + 2).sum() for s in tuned],
+                             default=1)),
+           enroll.bucket(max(tuned, default=1)))
+  for s in tuned:
+    keep = counts >= s + 2
     rng = np.random.default_rng([seed, s, 0xB1E2D])
     enr, tst, who = [], [], []
     for a, st, c in zip(ids[keep], starts[keep], counts[keep]):
@@ -320,7 +325,8 @@ def tune(h: Heads, z_clips, agg_clips, pair_clip, pair_annotator,
       tst.append(rows[s:])
       who.append(int(a))
     out.append((s, *_tune_size(h, z_clips, agg_clips, pair_clip,
-                               pair_values, enr, tst, np.asarray(who), rng)))
+                               pair_values, enr, tst, np.asarray(who), rng,
+                               shape)))
   if not out:
     logging.warning("blend: no enrollment size has %d source held-out "
                     "raters with enough ratings; the blended rule is the "
@@ -341,25 +347,32 @@ def tune(h: Heads, z_clips, agg_clips, pair_clip, pair_annotator,
 
 
 def _tune_size(h, z_clips, agg_clips, pair_clip, pair_values, enr, tst, who,
-               rng):
+               rng, shape):
   """One size: (weights, gate, threshold, raters, (ccc consensus, blended))
-  from enrollment rows enr and test rows tst of each rater `who`."""
-  clips, ratings, mask = enroll.pack([pair_clip[r] for r in enr],
-                                     [pair_values[r] for r in enr])
+  from enrollment rows enr and test rows tst of each rater `who`; the
+  enrollment sets padded to shape (raters, clips)."""
+  n = len(who)
+  clips, ratings, mask = (
+      np.pad(x, [(0, shape[0] - n), (0, shape[1] - x.shape[1])]
+             + [(0, 0)] * (x.ndim - 2))
+      for x in enroll.pack([pair_clip[r] for r in enr],
+                           [pair_values[r] for r in enr]))
 
   def own_excluded(y):
     s = np.array(enroll.score_heads(z_clips[clips], y, mask, h.kernel,
                                     h.bias, h.score, h.head_chunk))
-    s[np.arange(len(who)), who] = -np.inf
+    s[np.arange(n), who] = -np.inf
     return s
 
   agg = agg_clips[clips]
   p = parts(h, z_clips[clips], agg, ratings, mask, own_excluded(ratings))
+  p = Parts(*(tuple(x[:n] for x in v) if isinstance(v, tuple) else v[:n]
+              for v in (p.mixture, p.eb, p.calibrated, p.gain)))
   # Chance: each rater's ratings shuffled among their enrollment clips.
   shuffled = ratings.copy()
   for i, r in enumerate(enr):
     shuffled[i, :len(r)] = ratings[i, rng.permutation(len(r))]
-  chance = gain(h, agg, shuffled, mask, own_excluded(shuffled))
+  chance = gain(h, agg, shuffled, mask, own_excluded(shuffled))[:n]
   thresholds = {"none": -np.inf,
                 "chance_median": float(np.median(chance)),
                 "chance_q90": float(np.quantile(chance, 0.9))}
