@@ -46,6 +46,7 @@ from annojax import baselines
 from annojax import enroll
 from annojax import metrics
 from annojax import posterior
+from annojax import train
 
 RULES = ("mixture", "eb", "calibrated")
 # Enrollment sizes tuned on the source (and those of the protocol), where
@@ -126,6 +127,11 @@ class Parts:
   eb: tuple
   calibrated: tuple
   gain: np.ndarray
+
+  def first(self, n: int) -> "Parts":
+    """The first n annotators' parts (padding rows dropped)."""
+    return Parts(*(tuple(x[:n] for x in v) if isinstance(v, tuple)
+                   else v[:n] for v in dataclasses.astuple(self)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +224,7 @@ def enroll_blended(blend: Blend, h: Heads, z, agg, ratings, mask, scores
 
 def predictions(b: Blended, z, agg) -> np.ndarray:
   """z [N, T, D, H], agg [N, T, D] of each annotator's clips -> [N, T, D]."""
-  return (np.einsum("ntdh,ndh->ntd", z, b.kernel) + b.bias[:, None]
+  return (posterior.predictions(z, b.kernel, b.bias)
           + b.scale[:, None] * agg + b.shift[:, None])
 
 
@@ -365,24 +371,21 @@ def _tune_size(h, z_clips, agg_clips, pair_clip, pair_values, enr, tst, who,
     return s
 
   agg = agg_clips[clips]
-  p = parts(h, z_clips[clips], agg, ratings, mask, own_excluded(ratings))
-  p = Parts(*(tuple(x[:n] for x in v) if isinstance(v, tuple) else v[:n]
-              for v in (p.mixture, p.eb, p.calibrated, p.gain)))
+  p = parts(h, z_clips[clips], agg, ratings, mask,
+            own_excluded(ratings)).first(n)
   # Chance: each rater's ratings shuffled among their enrollment clips.
   shuffled = ratings.copy()
   for i, r in enumerate(enr):
     shuffled[i, :len(r)] = ratings[i, rng.permutation(len(r))]
   chance = gain(h, agg, shuffled, mask, own_excluded(shuffled))[:n]
-  thresholds = {"none": -np.inf,
-                "chance_median": float(np.median(chance)),
-                "chance_q90": float(np.quantile(chance, 0.9))}
+  thresholds = dict(zip(GATES, (-np.inf, float(np.median(chance)),
+                                 float(np.quantile(chance, 0.9)))))
   tc = np.concatenate([pair_clip[r] for r in tst])
   tw = np.concatenate([np.full(len(r), i) for i, r in enumerate(tst)])
   y = np.concatenate([pair_values[r] for r in tst]).astype(np.float64)
   a, c = (np.asarray(v, np.float64) for v in h.rescale)
   base = a * agg_clips[tc] + c
-  zt = z_clips[tc]
-  head = lambda kb: np.einsum("pdh,pdh->pd", zt, kb[0][tw]) + kb[1][tw]
+  head = lambda kb: train.pair_predictions(z_clips, *kb, tc, tw)
   ca, cc = p.calibrated
   cal = ca[tw] * base + cc[tw]
   features = np.stack([base, head(p.mixture) - base, head(p.eb) - base,

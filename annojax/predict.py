@@ -499,18 +499,19 @@ def run_predict(config, workdir: str) -> str:
         raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
                          f"{m['heads']} that this bundle does not have in "
                          "that order; enroll again with this bundle")
-      if blended is not None:  # a head + the consensus, affinely
+      if blended is not None:  # its own head, + the consensus below
         row, k_b, b_b, agg = blended
         if name not in row:
           raise ValueError(f"{mapping_path}: annotator {name!r} has no head "
                            f"in {BLENDED_HEADS}; enroll again")
-        pred = (np.einsum("cdh,dh->cd", z, k_b[row[name]]) + b_b[row[name]]
-                + np.asarray(m["consensus_scale"]) * agg
-                + np.asarray(m["consensus_shift"]))
+        k, b = k_b[row[name]], b_b[row[name]]
       else:
         k, b = enroll_lib.combine_heads(
             idx, np.asarray(m["weights"], np.float32), kernel, bias)
-        pred = np.einsum("cdh,dh->cd", z, k) + b
+      pred = np.einsum("cdh,dh->cd", z, k) + b
+      if blended is not None:
+        pred = (pred + np.asarray(m["consensus_scale"]) * agg
+                + np.asarray(m["consensus_shift"]))
       if bundle.categorical:
         prob = np.exp(metrics.log_softmax(pred))
         top = np.asarray(bundle.dims)[prob.argmax(1)]
