@@ -190,3 +190,87 @@ def test_diagnostic_says_whether_heads_can_be_told_apart():
       chance + rng.normal(0, 0.05, chance.shape), chance))
   assert "No:" in same["sentence"] and "not expected" in same["sentence"]
   assert diagnostic.distinguishable({"rows": {}, "protocol": {}}) is None
+
+
+def _ccc_sum(pred, y):
+  """Lin's CCC per dimension (population moments), summed: pred [..., k, D]
+  against y [k, D], written out (enroll's score of a set of >= 2 clips)."""
+  mp, my = pred.mean(-2), y.mean(0)
+  cov = ((pred - mp[..., None, :]) * (y - my)).mean(-2)
+  den = pred.var(-2) + y.var(0) + (mp - my) ** 2
+  return (2 * cov / den).sum(-1)
+
+
+def blended_by_hand(learned: dict, kernel, bias, prior, temperature, noise,
+                    rescale, shrink, z_enr, agg_enr, y_enr, z_test, agg_test):
+  """The blended rule for ONE annotator, from its definition (blend.py's
+  docstring) in plain numpy: z_enr [k, D, H], agg_enr / y_enr [k, D] of
+  their enrollment clips; z_test [T, D, H], agg_test [T, D] of the clips to
+  predict; learned: Blend.to_json(). -> ([T, D] predictions, how far they
+  moved from the consensus: the weights' sum) (k >= 2 clips)."""
+  kernel, bias = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+  k, d = y_enr.shape
+  a, c = (np.asarray(v, np.float64) for v in rescale)
+  heads_enr = np.einsum("kdh,adh->akd", z_enr, kernel) + bias[:, None]
+  scores = _ccc_sum(heads_enr, y_enr)                          # [A]
+  # The tuned size: the largest <= k (else the smallest).
+  sizes = np.asarray(learned["sizes"])
+  i = max([j for j, s in enumerate(sizes) if s <= k], default=0)
+  w = np.asarray(learned["weights"][i], np.float64)
+  t = learned["threshold"][i]
+  base_enr = a * agg_enr + c
+  gain = (scores.max() - _ccc_sum(base_enr, y_enr)) / d
+  if t is not None and not gain > t:
+    w = np.zeros(3)
+  # mixture: softmax(k score / T) over heads, their weighted mean.
+  p = np.exp(k * scores / temperature - (k * scores / temperature).max())
+  p /= p.sum()
+  mix = (np.einsum("a,adh->dh", p, kernel), p @ bias)
+  # EB: theta = mu + S X^T (X S X^T + noise I)^-1 (y - X mu), per dim.
+  eb_k, eb_b = np.zeros(kernel.shape[1:]), np.zeros(d)
+  for j in range(d):
+    x = np.concatenate([z_enr[:, j], np.ones((k, 1))], 1)
+    u = np.asarray(prior.factor[j], np.float64)
+    sigma = u @ u.T + prior.rest[j] * np.eye(len(u))
+    mu = np.asarray(prior.mean[j], np.float64)
+    theta = mu + sigma @ x.T @ np.linalg.solve(
+        x @ sigma @ x.T + noise * np.eye(k), y_enr[:, j] - x @ mu)
+    eb_k[j], eb_b[j] = theta[:-1], theta[-1]
+  # calibrated: the base at the annotator's mean and s.d., shrunk.
+  wt = k / (k + shrink)
+  ca = wt * y_enr.std(0) / base_enr.std(0) + (1 - wt)
+  cc = wt * y_enr.mean(0) + (1 - wt) * base_enr.mean(0) - ca * base_enr.mean(
+      0)
+  base = a * agg_test + c
+  rules = [np.einsum("tdh,dh->td", z_test, mix[0]) + mix[1],
+           np.einsum("tdh,dh->td", z_test, eb_k) + eb_b, ca * base + cc]
+  return base + sum(wr * (r - base) for wr, r in zip(w, rules)), w.sum()
+
+
+def test_blended_by_hand_agrees_with_the_rule():
+  """The reference above against blend.py on planted sets (the reference
+  is what the protocol and enroll tests check against)."""
+  rng, z, kernel, bias, agg = _population(seed=2)
+  rescale = (np.array([1.2, 0.9]), np.array([0.05, -0.1]))
+  h = _heads(kernel, bias, rescale)
+  n, k = 6, 9
+  clips = np.stack([rng.choice(len(z), k, replace=False) for _ in range(n)])
+  y = rng.uniform(-1, 1, (n, k, D)).astype(np.float32)
+  mask = np.ones((n, k), np.float32)
+  scores = np.asarray(enroll.score_heads(z[clips], y, mask, kernel, bias))
+  b = blend.Blend(sizes=(2, 5), weights=np.array([[0.5, 0, 0],
+                                                  [0.2, 0.3, 0.4]]),
+                  gate=("none", "chance_median"),
+                  threshold=np.array([-np.inf, 0.3]), raters=(10, 10),
+                  ccc=np.zeros((2, 2)))
+  got = blend.enroll_blended(b, h, z[clips], agg[clips], y, mask, scores)
+  assert 0 < (got.moved > 0).sum() < n  # the gate passes some, not all
+  t = rng.choice(len(z), 5)
+  pred = blend.predictions(got, np.broadcast_to(z[t], (n, 5, D, H)),
+                           np.broadcast_to(agg[t], (n, 5, D)))
+  for i in range(n):
+    want, moved = blended_by_hand(
+        b.to_json(), kernel, bias, h.prior, 0.3, 0.05, rescale, h.shrink,
+        z[clips[i]], agg[clips[i]], y[i], z[t], agg[t])
+    np.testing.assert_allclose(pred[i], want, atol=2e-4)
+    assert got.moved[i] == pytest.approx(moved)

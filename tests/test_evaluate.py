@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 from annojax import baselines
-from annojax import blend
 from annojax import enroll
 from annojax import metrics
 from annojax import posterior
@@ -19,6 +18,7 @@ from annojax.protocol import source
 from annojax.protocol import summary
 from annojax.protocol import tables
 from tests import reference_metrics as ref
+from tests import test_blend
 
 
 @pytest.fixture(scope="module")
@@ -441,24 +441,21 @@ def test_protocol_values_recomputed_independently(trained_tiny, protocol):
   tuned = protocol["protocol"][
       "aggregate_rescaled (a, c per seed; source held-out annotators)"]
   np.testing.assert_allclose(tuned[0]["a"], scale, rtol=1e-4)
-  # The blended rule with seed 0's recorded weights and posterior.
+  # The blended rule with seed 0's recorded weights and posterior, from its
+  # definition (test_blend.blended_by_hand).
   facts = protocol["protocol"]
-  weights = blend.Blend.from_json(facts[
-      "blend (weights per enrollment size per seed; source held-out "
-      "annotators)"][0])
+  learned = facts["blend (weights per enrollment size per seed; source "
+                  "held-out annotators)"][0]
   post = facts["posterior_tuning (source held-out annotators)"][0]
-  heads = blend.Heads(kernel=kernel, bias=bias,
-                      prior=posterior.fit_prior(kernel, bias, ev.eb_rank),
-                      temperature=post["temperature"], noise=post["noise"],
-                      rescale=(scale, held["pair_values"].mean(0)
-                               - scale * agg_held.mean(0)),
-                      shrink=ev.calibration_shrink)
-  scores = enroll.enrollment_scores(z, pools, ys, kernel, bias)[0]
-  b = blend.enroll_blended(weights, heads, z[cidx], agg_clip[cidx], y_e, m_e,
-                           scores)
-  want["blended@all"] = (train.pair_predictions(z, b.kernel, b.bias, clip,
-                                                pos)
-                         + b.scale[pos] * agg_clip[clip] + b.shift[pos])
+  prior = posterior.fit_prior(kernel, bias, ev.eb_rank)
+  rescale = (scale, held["pair_values"].mean(0) - scale * agg_held.mean(0))
+  want["blended@all"] = np.zeros_like(y)
+  for i, (pool, y_i) in enumerate(zip(pools, ys)):
+    at = pos == i
+    want["blended@all"][at] = test_blend.blended_by_hand(
+        learned, kernel, bias, prior, post["temperature"], post["noise"],
+        rescale, ev.calibration_shrink, z[pool], agg_clip[pool], y_i,
+        z[clip[at]], agg_clip[clip[at]])[0]
   for row, pred in want.items():
     cell = protocol["rows"][row]
     assert cell["ccc_ind"]["activation"]["run_keys"][0] == [0, 0]

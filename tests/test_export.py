@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 from annojax import adaptive
-from annojax import blend
-from annojax import enroll
 from annojax import export
 from annojax import jobs
 from annojax import predict
@@ -22,6 +20,7 @@ from annojax import train
 from annojax.corpora import ratings as ratings_lib
 from annojax.data import pipeline
 from annojax.protocol import source
+from tests import test_blend
 from tests import test_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,37 +206,32 @@ def test_blended_enrollment_is_the_default_and_predict_serves_it(
   for name, m in out["annotators"].items():
     assert moved[name] == pytest.approx(m["from_consensus"], abs=1e-3)
     assert 0.0 <= m["from_consensus"] <= 1.0
-  # The rule, recomputed from the bundle's arrays (no files).
-  table = c.predict.ratings
-  with open(table) as f:
+  # The rule from its definition (test_blend.blended_by_hand) on the
+  # bundle's arrays, no files.
+  with open(c.predict.ratings) as f:
     lines = list(csv.DictReader(f))
   row_of = {cid: i for i, cid in enumerate(ids)}
   z, agg = b.features(emb), b.consensus(emb)
   names = sorted({r["annotator"] for r in lines})
-  clip_lists = [[row_of[r["clip"]] for r in lines if r["annotator"] == n]
-                for n in names]
-  ratings = [np.array([[(float(r[d]) - 1) / 3 - 1 for d in b.dims]
-                       for r in lines if r["annotator"] == n]) for n in names]
-  kernel, bias = b.heads()
-  scores, cl, y, mask = enroll.enrollment_scores(z, clip_lists, ratings,
-                                                 kernel, bias)
-  want = blend.enroll_blended(weights, heads, z[cl], agg[cl], y, mask,
-                              scores)
-  np.testing.assert_allclose([out["annotators"][n]["from_consensus"]
-                              for n in names], want.moved, atol=1e-6)
+  want = {}
+  for n in names:
+    mine = [r for r in lines if r["annotator"] == n]
+    cl = [row_of[r["clip"]] for r in mine]
+    y = np.array([[(float(r[d]) - 1) / 3 - 1 for d in b.dims] for r in mine])
+    want[n] = test_blend.blended_by_hand(
+        b.info["blend"]["weights"], heads.kernel, heads.bias, heads.prior,
+        heads.temperature, heads.noise, heads.rescale, heads.shrink, z[cl],
+        agg[cl], y, z, agg)
+    assert out["annotators"][n]["from_consensus"] == pytest.approx(
+        want[n][1], abs=1e-6)
   c.mode = "predict"
   jobs.run(c, workdir)
   with open(os.path.join(workdir, "predict", "predictions.csv")) as f:
     rows = list(csv.DictReader(f))
-  for i, n in enumerate(names):
+  for n in names:
     got = np.array([[float(r[d]) for d in b.dims] for r in rows
                     if r["annotator"] == n])
-    pred = blend.predictions(
-        dataclasses.replace(want, kernel=want.kernel[i:i + 1],
-                            bias=want.bias[i:i + 1],
-                            scale=want.scale[i:i + 1],
-                            shift=want.shift[i:i + 1]), z[None], agg[None])[0]
-    np.testing.assert_allclose(got, np.clip(pred, -1, 1), atol=1e-4)
+    np.testing.assert_allclose(got, np.clip(want[n][0], -1, 1), atol=1e-4)
   # Without the heads file, predict says what is missing.
   os.remove(os.path.join(workdir, "enroll", predict.BLENDED_HEADS))
   with pytest.raises(FileNotFoundError, match="blended_heads.npz"):
