@@ -17,8 +17,8 @@ workdir="${2:-/tmp/annojax_accuracy_$(basename "$config" .py)}"
 mkdir -p bench/results
 python -m annojax.main --config="$config" --workdir="$workdir"
 cp "$workdir/eval/results.md" "bench/results/accuracy_$(basename "$config" .py).md"
-python bench/blend_table.py "$workdir/eval/results.json" --unit=seeds \
-  --title="The blended rule, $(basename "$config" .py) (seeds: each its mean over folds)" \
+python bench/blend_table.py "$workdir/eval/results.json" \
+  --title="The blended rule, $(basename "$config" .py)" \
   --out="bench/results/blend_$(basename "$config" .py).md"
 
 crema=../shared/data/crema_d

@@ -1,6 +1,6 @@
 """The blended enrollment rule against the consensus and the individual rules.
 
-  python bench/blend_table.py RESULTS.json [...] [--unit=pooled|runs]
+  python bench/blend_table.py RESULTS.json [...] [--unit=auto|pooled|seeds|runs]
       [--out=bench/results/blend_<name>.md]
 
 At each enrollment size k: blended@k; the aggregate; aggregate_rescaled
@@ -8,10 +8,11 @@ At each enrollment size k: blended@k; the aggregate; aggregate_rescaled
 that k (by mean over replicates, among most_similar, mixture, eb,
 linear_fit, calibrated, finetune; named). Replicates: --unit=pooled, each
 (results file, seed)'s pooled CCC_ind (NSC: 3 partitions x 3 seeds = 9);
---unit=seeds (default), each seed's mean over its folds (independent
+--unit=seeds, each seed's mean over its folds (independent
 replicates: each seed pre-trains its own models); --unit=runs, each
 (seed, fold) run (folds of one seed share its models: for configs with
-too few seeds to test). Three families
+too few seeds to test); --unit=auto (default) takes seeds where every
+file has >= 3 seeds, else runs. Three families
 of paired t-tests, each corrected over its own cells (report.marks):
 blended vs the aggregate, vs aggregate_rescaled, vs the best individual
 rule. The learned weights (mean over seeds at each tuned size) follow.
@@ -122,12 +123,16 @@ def diagnostics(paths, results):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("results", nargs="+")
-  p.add_argument("--unit", choices=("pooled", "runs", "seeds"),
-                 default="seeds")
+  p.add_argument("--unit", choices=("auto", "pooled", "runs", "seeds"),
+                 default="auto", help="auto: seeds where every file has >= "
+                 "3 seeds (a test needs 3), else runs")
   p.add_argument("--title", default="The blended rule")
   p.add_argument("--out", default="")
   args = p.parse_args()
   results = [json.load(open(f)) for f in args.results]
+  if args.unit == "auto":
+    args.unit = ("seeds" if min(r["protocol"]["seeds"] for r in results) >= 3
+                 else "runs")
   text = "\n".join([f"# {args.title}", "", table(results, args.unit),
                     weights(results), "", "Can the test ratings tell the "
                     "heads apart (each results file)?", "",
