@@ -27,9 +27,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from annojax import blend as blend_lib
+from annojax import enroll as enroll_lib
 from annojax import losses
 from annojax import models
 from annojax import posterior
+from annojax import rater_embeddings
 from annojax import train
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
@@ -42,9 +44,11 @@ from annojax.protocol import source
 # held-out raters (older bundles: enroll's fixed defaults). 4: the consensus
 # model, its typical scale and the blended rule's weights (blend.py), all
 # learned on the source's held-out raters (older bundles: enroll's
-# top-k rule only).
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# top-k rule only). 5: the annotator family (info.model.annotators:
+# heads, lowrank or embedding, models.py; older bundles are heads) and, for
+# the embedding families, info.family (the fit rule's rating noise).
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 @dataclasses.dataclass
@@ -76,8 +80,39 @@ class Bundle:
     return train.trunk_features(self.graphdef, self.params,
                                 self._standardized(embeddings))
 
+  @property
+  def family(self) -> str:
+    """How the bundle models annotators (models.FAMILIES)."""
+    return self.info["model"].get("annotators", "heads")
+
+  @property
+  def linear(self) -> bool:
+    """Its annotators are linear heads (heads, lowrank): every heads rule
+    (top_k, blended, suggestions) applies."""
+    return self.family in models.LINEAR
+
   def heads(self) -> tuple[np.ndarray, np.ndarray]:
     return train.head_arrays(self.params)
+
+  def scores(self, z, clip_lists, rating_lists, score, names):
+    """(scores [N, A], clips, ratings, mask): every pre-trained annotator
+    scored on each new annotator's enrollment clips, one batched call."""
+    if self.linear:
+      return enroll_lib.enrollment_scores(z, clip_lists, rating_lists,
+                                          *self.heads(), score=score,
+                                          names=names)
+    clips, ratings, mask = enroll_lib.pack(clip_lists, rating_lists, names)
+    return rater_embeddings.score_embeddings(
+        self.params["heads"], z[clips], ratings, mask, score
+    ), clips, ratings, mask
+
+  def fit(self, z_enroll, ratings, mask) -> np.ndarray:
+    """The fit rule's embeddings [N, r] (embedding families)."""
+    heads, fam = self.params["heads"], self.info["family"]
+    return rater_embeddings.fit(
+        heads, z_enroll, ratings, mask,
+        rater_embeddings.fit_prior(rater_embeddings.table(heads)),
+        fam["noise"], fam["fit_steps"], fam["fit_lr"])
 
   def _standardized(self, embeddings: np.ndarray) -> np.ndarray:
     f = self.info["embedding_dim"]
@@ -107,7 +142,7 @@ class Bundle:
         score=b["score"], shrink=b["calibration_shrink"])
 
 
-def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
+def _info(config, meta: pipeline.Meta, workdir: str, family: str) -> dict:
   return {
       "format_version": FORMAT_VERSION,
       "dims": list(meta.dims),
@@ -119,7 +154,10 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
       "task": ("categorical" if config.train.loss in losses.CATEGORICAL
                else "dimensional"),
       "model": {"hidden": config.model.hidden,
-                "dropout": config.model.dropout},
+                "dropout": config.model.dropout,
+                "annotators": family,
+                **{k: config.model.get(k) for k in ("embedding_dim",
+                                                    "decoder_hidden")}},
       "features": {"corpus": config.data.corpus,
                    "embedding_dim": meta.embedding_dim},
       "ratings_scale": "[-1, 1] (min-max rescaled from the corpus scale)",
@@ -135,16 +173,33 @@ def _info(config, meta: pipeline.Meta, workdir: str) -> dict:
   }
 
 
-def export(config, workdir: str, prepared, path: str | None = None) -> str:
-  """Writes the bundle of the trained individual model; returns its path."""
+def export(config, workdir: str, prepared, path: str | None = None,
+           kind: str = "individual") -> str:
+  """Writes the bundle of the trained individual model (or of a family's
+  model trained beside it: kind = its name); returns its path."""
   path = os.path.abspath(path or os.path.join(workdir, "export"))
   meta = pipeline.read_meta(prepared.source)
-  graphdef, params = train.load_best(config, workdir, "individual", prepared)
-  info = _info(config, meta, workdir)
+  graphdef, params = train.load_best(config, workdir, kind, prepared)
+  info = _info(config, meta, workdir, models.family_of(config, kind))
   items = {"params": ocp.args.StandardSave(params)}
-  if info["task"] == "dimensional":  # as the protocol tunes seed 0's model
+  family, dimensional = info["model"]["annotators"], (
+      info["task"] == "dimensional")
+  if dimensional:
     held = source.source_held_out(prepared)
     z_held = train.trunk_features(graphdef, params, held["embeddings"])
+  if family in models.EMBEDDING_FAMILIES and dimensional:
+    # The fit rule's rating noise, as the protocol sets it.
+    info["family"] = {
+        "noise": rater_embeddings.residual_noise(
+            params["heads"], z_held, held["pair_clip"],
+            held["pair_annotator"], held["pair_values"]),
+        "fit_steps": int(config.eval.embedding_fit_steps),
+        "fit_lr": float(config.eval.embedding_fit_lr),
+        "noise_from": "residual of the source's held-out ratings around "
+                      "their raters' own embeddings"}
+  if family in models.LINEAR and dimensional:
+    # As the protocol tunes seed 0's model (the embedding decoder has no
+    # linear heads to tune a posterior or blend for).
     kernel, bias = train.head_arrays(params)
     tuned = source.tune_on_source(config, held, z_held, kernel, bias, seed=0)
     info["posterior"] = {
@@ -195,21 +250,23 @@ def load(path: str) -> Bundle:
     raise ValueError(f"{path}: bundle format {info.get('format_version')} "
                      f"is not one this annojax reads {READABLE_VERSIONS}")
   graphdef, params = _restore(ckptr, path, info, "params",
-                              len(info["annotator_ids"]))
+                              len(info["annotator_ids"]),
+                              info["model"].get("annotators", "heads"))
   aggregate = None
   if "blend" in info:  # format 4, dimensional: the consensus model too
-    aggregate = _restore(ckptr, path, info, "aggregate", 1)
+    aggregate = _restore(ckptr, path, info, "aggregate", 1, "heads")
   ckptr.close()
   return Bundle(info=info, graphdef=graphdef, params=params,
                 aggregate=aggregate)
 
 
-def _restore(ckptr, path, info, item: str, heads: int):
+def _restore(ckptr, path, info, item: str, heads: int, family: str):
   """(graphdef, host params) of a bundle's model `item` with `heads`
-  heads, rebuilt from info alone."""
+  annotators of a family, rebuilt from info alone."""
   model = models.Model(info["embedding_dim"], len(info["dims"]), heads,
                        hidden=info["model"]["hidden"],
-                       dropout=info["model"]["dropout"],
+                       dropout=info["model"]["dropout"], family=family,
+                       **models.family_options(info["model"]),
                        rngs=nnx.Rngs(params=0))
   graphdef, state = nnx.split(model)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,

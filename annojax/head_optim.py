@@ -56,9 +56,14 @@ def resolve(config, meta, kind: str) -> str:
   if mode not in MODES:
     raise ValueError(f"unknown config.optim.head_update {mode!r}; one of "
                      f"{MODES}")
-  if kind != "individual" or mode == "dense":
+  if kind == "aggregate" or mode == "dense":
     return "dense"
   shrink = shrinkage(config)
+  if shrink and models.family_of(config, kind) != "heads":
+    raise ValueError(
+        "config.model.head_shrinkage applies to the free heads "
+        f"(config.model.annotators='heads'), not the {kind!r} model's "
+        f"{models.family_of(config, kind)} family")
   if shrink and mode == "auto":
     return "dense"  # the pull toward the mean head reads every head
   if shrink:
@@ -86,18 +91,29 @@ def init(heads: dict, optimizer: str) -> dict:
   """Row-wise optimizer state for the heads {kernel [A, D, H], bias [A, D]}."""
   zeros = jax.tree.map(jnp.zeros_like, heads)
   if optimizer == "sgd":
-    num_heads = heads["kernel"].shape[0]
+    num_heads = jax.tree.leaves(heads)[0].shape[0]
     return {"momentum": zeros, "last": jnp.zeros((num_heads,), jnp.int32)}
   if optimizer == "adam":
     return {"mu": zeros, "nu": jax.tree.map(jnp.zeros_like, heads)}
   raise ValueError(f"unknown optimizer {optimizer!r}; one of sgd, adam")
 
 
+def shared_heads(params: dict) -> dict:
+  """The heads module's parameters other than the per-annotator rows
+  (lowrank's mean and basis, the embedding decoder; {} for free heads)."""
+  return {k: v for k, v in params["heads"].items() if k != "stack"}
+
+
 def init_state(params: dict, tx: optax.GradientTransformation,
                optimizer: str) -> dict:
-  """opt_state of a row-sparse run: optax on the trunk, rows on the heads."""
-  return {"trunk": tx.init(params["trunk"]),
-          "heads": init(params["heads"]["stack"], optimizer)}
+  """opt_state of a row-sparse run: optax on the trunk (and the heads'
+  shared parameters, if any), rows on the per-annotator stack."""
+  state = {"trunk": tx.init(params["trunk"]),
+           "heads": init(params["heads"]["stack"], optimizer)}
+  shared = shared_heads(params)
+  if shared:
+    state["shared"] = tx.init(shared)
+  return state
 
 
 def learning_rate(opt_state) -> jax.Array:
@@ -185,7 +201,7 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
   b, k = batch["annotators"].shape
   step, lr = state["step"], learning_rate(opt)
   rows, first = batch_rows(batch["annotators"], mask,
-                           heads["kernel"].shape[0])
+                           jax.tree.leaves(heads)[0].shape[0])
   # Slots gather by the batch's own annotator indices (all in range; a
   # masked slot gathers some head, takes no gradient and is not written).
   slots = batch["annotators"].ravel()
@@ -196,17 +212,25 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
     p_slots, s_slots["momentum"] = _catch_up(p_slots, s_slots["momentum"],
                                              skipped, lr, momentum)
 
-  def objective(trunk, p_slots):
-    model = nnx.merge(graphdef, {"trunk": trunk, "heads": {"stack": p_slots}})
+  def objective(trunk, shared, p_slots):
+    model = nnx.merge(graphdef, {"trunk": trunk,
+                                 "heads": {**shared, "stack": p_slots}})
     z = model.trunk(batch["embedding"], rng)
     w = jax.tree.map(lambda x: x.reshape((b, k) + x.shape[1:]), p_slots)
-    pred = models.per_slot(z, w["kernel"], w["bias"])
-    return loss_fn(pred, batch["labels"], mask)
+    loss, per_dim = loss_fn(model.heads.slots(z, w), batch["labels"], mask)
+    return loss + models.mean_listener_loss(model.heads, z, batch["labels"],
+                                            mask, loss_fn), per_dim
 
-  (loss, per_dim), (g_trunk, g_slots) = jax.value_and_grad(
-      objective, argnums=(0, 1), has_aux=True)(params["trunk"], p_slots)
+  shared = shared_heads(params)
+  (loss, per_dim), (g_trunk, g_shared, g_slots) = jax.value_and_grad(
+      objective, argnums=(0, 1, 2), has_aux=True)(params["trunk"], shared,
+                                                  p_slots)
   updates, trunk_opt = tx.update(g_trunk, opt["trunk"], params["trunk"])
   trunk = optax.apply_updates(params["trunk"], updates)
+  new_opt = {"trunk": trunk_opt}
+  if shared:
+    updates, new_opt["shared"] = tx.update(g_shared, opt["shared"], shared)
+    shared = optax.apply_updates(shared, updates)
   # A head's gradient: the sum over its slots, at its first slot (the other
   # slots' rows are never written back: their values do not matter).
   later = (first != jnp.arange(first.size)).astype(jnp.float32)
@@ -223,10 +247,11 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
   new_state = {
       "step": step + 1,
       "params": {"trunk": trunk,
-                 "heads": {"stack": _scatter(heads, rows, p_rows)}},
-      "opt_state": {"trunk": trunk_opt, "heads": new_hstate}}
+                 "heads": {**shared, "stack": _scatter(heads, rows, p_rows)}},
+      "opt_state": {**new_opt, "heads": new_hstate}}
   return new_state, {"loss": loss, "per_dim": per_dim,
-                     "grad_norm": optax.tree.norm((g_trunk, g_rows))}
+                     "grad_norm": optax.tree.norm((g_trunk, g_shared,
+                                                   g_rows))}
 
 
 def flush(state, *, optimizer: str = "sgd", momentum: float = 0.9):
@@ -240,7 +265,8 @@ def flush(state, *, optimizer: str = "sgd", momentum: float = 0.9):
   heads, mom = _catch_up(heads, hstate["momentum"], skipped,
                          learning_rate(opt), momentum)
   return {"step": state["step"],
-          "params": {**state["params"], "heads": {"stack": heads}},
+          "params": {**state["params"], "heads": {
+              **state["params"]["heads"], "stack": heads}},
           "opt_state": {**opt, "heads": {
               "momentum": mom,
               "last": jnp.full_like(hstate["last"], state["step"])}}}

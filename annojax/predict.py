@@ -42,13 +42,15 @@ from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
 from annojax import posterior
+from annojax import rater_embeddings
 from annojax.corpora import embeddings
 from annojax.corpora import generic_csv
 from annojax.corpora import ratings as ratings_lib
 from annojax.corpora import rows as rows_lib
 
-RULES = ("blended", "top_k")
+RULES = ("blended", "top_k", "fit")
 BLENDED_HEADS = "blended_heads.npz"
+FITTED = "fitted_embeddings.npz"  # the fit rule's embeddings
 
 
 def _bundle_path(config, workdir):
@@ -226,7 +228,6 @@ def run_enroll(config, workdir: str) -> dict:
     rows = table.annotator == name
     clip_lists.append([row_of[c] for c in table.clip[rows]])
     rating_lists.append(table.values[rows])
-  kernel, bias = bundle.heads()
   out = {"bundle": os.path.abspath(_bundle_path(config, workdir)),
          "score": p.score, "scale": scale, "annotators": {}}
   if not bundle.categorical and p.score == "ccc":
@@ -249,9 +250,8 @@ def run_enroll(config, workdir: str) -> dict:
   rule = _rule(p, bundle)
   out["rule"] = rule
   if len(names):
-    scores, c_e, y_e, m_e = enroll_lib.enrollment_scores(
-        z, clip_lists, rating_lists, kernel, bias, score=p.score,
-        names=list(names))
+    scores, c_e, y_e, m_e = bundle.scores(z, clip_lists, rating_lists,
+                                          p.score, list(names))
     counts = m_e.sum(1)
     mapping = enroll_lib.mapping(scores, y_e, m_e, p.top_k, p.weighted)
     blended = None
@@ -264,6 +264,9 @@ def run_enroll(config, workdir: str) -> dict:
       blended = blend.enroll_blended(weights, heads, z[c_e], agg[c_e], y_e,
                                      m_e, scores)
       out["blend"] = bundle.info["blend"]["weights"]
+    if rule == "fit":  # a new embedding each, beside the mapping
+      np.savez(os.path.join(out_dir, FITTED), annotators=np.asarray(
+          names, str), embeddings=bundle.fit(z[c_e], y_e, m_e))
     out["annotators"] = _write_mapping(out_dir, out, bundle, names,
                                        clip_lists, mapping, blended)
   if pool is not None:
@@ -277,6 +280,17 @@ def _rule(p, bundle) -> str:
   for a bundle without the consensus model."""
   if p.rule not in RULES:
     raise ValueError(f"config.predict.rule={p.rule!r}: one of {RULES}")
+  if p.rule == "fit" and "family" not in bundle.info:
+    raise ValueError(
+        "config.predict.rule='fit' fits a new embedding: it needs a bundle "
+        "of an embedding family (config.model.annotators = 'lowrank' or "
+        f"'embedding'); this one's annotators are {bundle.family}")
+  if p.rule == "blended" and not bundle.linear:
+    logging.warning("this bundle's annotators share a nonlinear decoder "
+                    "(the %s family): no blended rule; enrolling with the "
+                    "top_k rule (or set config.predict.rule='fit')",
+                    bundle.family)
+    return "top_k"
   if p.rule == "blended" and not bundle.blendable:
     logging.warning("this bundle has no consensus model / blend (%s): "
                     "enrolling with the top_k rule", "categorical heads"
@@ -383,6 +397,10 @@ def _suggest(p, bundle, out_dir, pool_ids, z_pool, names, clip_lists, ids,
     raise ValueError("no annotator to suggest clips for: give ratings "
                      "(config.predict.ratings) or names "
                      "(config.predict.annotators)")
+  if not bundle.linear:
+    raise ValueError("suggested clips (config.predict.pool) need linear "
+                     "heads; this bundle's annotators share a nonlinear "
+                     f"decoder (the {bundle.family} family)")
   kernel, bias = bundle.heads()
   pred = adaptive.head_predictions(z_pool, kernel, bias, bundle.categorical)
   weights = np.full((len(everyone), len(kernel)), 1.0 / len(kernel),
@@ -460,6 +478,49 @@ def _blended(mapping, mapping_path, bundle, emb):
     return row, f["kernel"], f["bias"], bundle.consensus(emb)
 
 
+def _predictor(mapping, mapping_path, bundle, z):
+  """(name, head indices, weights) -> that annotator's predictions [C, D]
+  on z: the fit rule's embedding (FITTED beside the mapping), else the
+  weighted mean of the selected annotators (linear heads: their averaged
+  head; the embedding decoder: their averaged predictions)."""
+  clips = np.arange(len(z))
+  if mapping.get("rule") == "fit":
+    path = os.path.join(os.path.dirname(mapping_path), FITTED)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path}: the fit rule's embeddings, written "
+                              "by --mode=enroll beside the mapping, are "
+                              "missing")
+    with np.load(path) as f:
+      fitted = dict(zip(map(str, f["annotators"]), f["embeddings"]))
+
+    def fit(name, idx, weights):
+      del idx, weights
+      if name not in fitted:
+        raise ValueError(f"{mapping_path}: annotator {name!r} has no "
+                         f"embedding in {FITTED}; enroll again")
+      return rater_embeddings.outputs_at(
+          bundle.params["heads"], z, clips,
+          np.broadcast_to(fitted[name], (len(z), len(fitted[name]))))
+    return fit
+  if bundle.linear:
+    kernel, bias = bundle.heads()
+
+    def copy(name, idx, weights):
+      del name
+      k, b = enroll_lib.combine_heads(idx, weights, kernel, bias)
+      return np.einsum("cdh,dh->cd", z, k) + b
+    return copy
+  table = rater_embeddings.table(bundle.params["heads"])
+
+  def copy_decoder(name, idx, weights):
+    del name
+    return sum(w * rater_embeddings.outputs_at(
+        bundle.params["heads"], z, clips,
+        np.broadcast_to(table[i], (len(z), table.shape[1])))
+               for i, w in zip(idx, weights))
+  return copy_decoder
+
+
 def run_predict(config, workdir: str) -> str:
   """Writes every mapped annotator's predictions for every clip."""
   p = config.predict
@@ -474,7 +535,6 @@ def run_predict(config, workdir: str) -> str:
   n_heads = len(bundle.annotator_ids)
   ids, emb = _embeddings(p.embeddings, bundle)
   z = bundle.features(emb)
-  kernel, bias = bundle.heads()
   names = list(mapping["annotators"])
   if not bundle.categorical:
     (lo, hi), source = declared_scale(p, bundle, mapping)
@@ -491,6 +551,7 @@ def run_predict(config, workdir: str) -> str:
       w.writerow(["clip", "annotator", *bundle.dims,
                   *[f"{d}_scaled" for d in bundle.dims]])
     blended = _blended(mapping, mapping_path, bundle, emb)
+    annotator = _predictor(mapping, mapping_path, bundle, z)
     for name in names:
       m = mapping["annotators"][name]
       idx = np.asarray(m["head_index"])
@@ -504,11 +565,9 @@ def run_predict(config, workdir: str) -> str:
         if name not in row:
           raise ValueError(f"{mapping_path}: annotator {name!r} has no head "
                            f"in {BLENDED_HEADS}; enroll again")
-        k, b = k_b[row[name]], b_b[row[name]]
+        pred = np.einsum("cdh,dh->cd", z, k_b[row[name]]) + b_b[row[name]]
       else:
-        k, b = enroll_lib.combine_heads(
-            idx, np.asarray(m["weights"], np.float32), kernel, bias)
-      pred = np.einsum("cdh,dh->cd", z, k) + b
+        pred = annotator(name, idx, np.asarray(m["weights"], np.float32))
       if blended is not None:
         pred = (pred + np.asarray(m["consensus_scale"]) * agg
                 + np.asarray(m["consensus_shift"]))

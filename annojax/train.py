@@ -79,8 +79,11 @@ def train_step(state, batch, *, graphdef, tx, loss_fn, seed,
 
   def objective(params):
     model = nnx.merge(graphdef, params)
-    pred = model(batch["embedding"], batch.get("annotators"), rng=rng)
+    z = model.trunk(batch["embedding"], rng)
+    pred = model.heads(z, batch.get("annotators"))
     loss, per_dim = loss_fn(pred, batch["labels"], mask)
+    loss = loss + models.mean_listener_loss(model.heads, z, batch["labels"],
+                                         mask, loss_fn)
     if head_shrinkage:
       loss = loss + head_shrinkage * head_pull(params["heads"]["stack"],
                                                batch, mask)
@@ -133,9 +136,17 @@ def sharded_trunk_features(features_fn, trunk_params, embeddings: np.ndarray,
 
 
 def head_arrays(params) -> tuple[np.ndarray, np.ndarray]:
-  """Head kernel [A, D, H] and bias [A, D] as host arrays."""
-  h = params["heads"]["stack"]
-  return np.asarray(h["kernel"]), np.asarray(h["bias"])
+  """Head kernel [A, D, H] and bias [A, D] as host arrays (a low-rank
+  model's heads materialised; the embedding family has none)."""
+  family = models.family_of_params(params)
+  if family == "heads":
+    h = params["heads"]["stack"]
+    return np.asarray(h["kernel"]), np.asarray(h["bias"])
+  if family == "lowrank":
+    return tuple(np.asarray(x) for x in models.lowrank_heads(params["heads"]))
+  raise ValueError("an embedding-family model has no linear heads (its "
+                   "annotators share a nonlinear decoder): use "
+                   "annojax/rater_embeddings.py")
 
 
 def consensus_outputs(graphdef, params, embeddings: np.ndarray
@@ -152,6 +163,17 @@ def pair_predictions(z, kernel, bias, pair_clip, pair_head) -> np.ndarray:
           + bias[pair_head])
 
 
+def pair_outputs(params, z, pair_clip, pair_head) -> np.ndarray:
+  """Prediction of annotator pair_head[i] on clip pair_clip[i] -> [P, D],
+  for any family (pair_predictions on the linear heads, else the
+  embedding decoder)."""
+  if models.family_of_params(params) != "embedding":
+    return pair_predictions(z, *head_arrays(params), pair_clip, pair_head)
+  from annojax import rater_embeddings  # pylint: disable=g-import-not-at-top
+  return rater_embeddings.pair_outputs(params["heads"], z, pair_clip,
+                                       pair_head)
+
+
 def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
              loss_name: str, min_count: int = 2,
              z: np.ndarray | None = None) -> dict:
@@ -159,11 +181,11 @@ def validate(graphdef, params, table: pipeline.ClipTable, kind: str,
   categorical loss, the mean per-annotator agreement instead)."""
   if z is None:
     z = trunk_features(graphdef, params, table.embeddings)
-  kernel, bias = head_arrays(params)
-  heads = (table.pair_annotator if kind == "individual"
+  individual = kind != "aggregate"
+  heads = (table.pair_annotator if individual
            else np.zeros_like(table.pair_annotator))
-  pred = pair_predictions(z, kernel, bias, table.pair_clip, heads)
-  if kind == "individual":
+  pred = pair_outputs(params, z, table.pair_clip, heads)
+  if individual:
     obj_pred, obj_label = pred, table.pair_values
   else:  # the aggregate's objective: the consensus of all ratings
     clips, first = np.unique(table.pair_clip, return_index=True)
@@ -191,7 +213,7 @@ def step_function(config, meta, kind: str, graphdef, tx, seed: int):
             seed=seed)
   if head_optim.resolve(config, meta, kind) == "dense":
     return functools.partial(train_step, **kw, head_shrinkage=(
-        head_optim.shrinkage(config) if kind == "individual" else 0.0))
+        head_optim.shrinkage(config) if kind != "aggregate" else 0.0))
   return functools.partial(head_optim.train_step, **kw,
                            **_head_rule(config))
 
@@ -212,8 +234,9 @@ def _head_rule(config) -> dict:
 def with_learning_rate(opt_state, lr):
   """The optax.inject_hyperparams state with learning_rate = lr (for a
   row-sparse run, its trunk's, which the heads' update reads)."""
-  if isinstance(opt_state, dict):
-    return {**opt_state, "trunk": with_learning_rate(opt_state["trunk"], lr)}
+  if isinstance(opt_state, dict):  # row-sparse: trunk (+ shared) optax
+    return {**opt_state, **{k: with_learning_rate(opt_state[k], lr)
+                            for k in ("trunk", "shared") if k in opt_state}}
   hyper = dict(opt_state.hyperparams)
   hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
   return opt_state._replace(hyperparams=hyper)
@@ -269,7 +292,8 @@ def _origin(config, kind: str, prepared: prepare_lib.Prepared,
 
 # config.model keys added after checkpoints were written, with the value
 # that reproduces the older training (such checkpoints stay usable).
-MODEL_DEFAULTS = {"head_shrinkage": 0.0}
+MODEL_DEFAULTS = {"head_shrinkage": 0.0, "annotators": "heads",
+                  "embedding_dim": 16, "decoder_hidden": 64}
 
 
 def check_origin(out_dir: str, origin: dict) -> None:
@@ -330,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Data.
   layout = (pipeline.choose_layout(config.data.layout, meta.num_annotators)
-            if kind == "individual" else "consensus")
+            if kind != "aggregate" else "consensus")
   reader = pipeline.SplitReader(prepared.source, "train",
                                 cache=config.data.cache)
   batch_kw = dict(layout=layout, num_annotators=meta.num_annotators,
@@ -369,9 +393,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         out_shardings=repl)
   eval_batch = jax.device_count() * max(1, 1024 // jax.device_count())
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  logging.info("%s model: %d heads, %d params; %d train clips, global batch "
-               "%d on %d devices", kind, meta.num_annotators if
-               kind == "individual" else 1, n_params, len(reader), gb,
+  logging.info("%s model (%s): %d annotators, %d params; %d train clips, "
+               "global batch %d on %d devices", kind,
+               models.family_of(config, kind), meta.num_annotators if
+               kind != "aggregate" else 1, n_params, len(reader), gb,
                jax.device_count())
   log_path = os.path.join(out_dir, "metrics.jsonl")
   while host["epoch"] < config.train.num_epochs and not host["stopped_early"]:

@@ -11,6 +11,13 @@ sparse layout (only the rated heads) with the optax update of every head; and
 the sparse layout with row-sparse head updates (annojax/head_optim.py), SGD
 (exact) and Adam (lazy). Every column computes the same first loss (checked).
 --profile lists the costliest XLA ops of a step (jax.profiler trace).
+--families=heads,lowrank,embedding times each annotator family
+(config.model.annotators, annojax/models.py) in each column, side by side
+(columns "<family> / <variant>"; the first loss is checked within a family).
+
+  python bench/train_bench.py --heads=2000,20000 --batch=32,256 \
+      --variants="row-sparse SGD (exact)" --families=heads,lowrank,embedding \
+      --profile=
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ VARIANTS = {
 
 
 def _setup(a, variant, batches, config):
+  family, _, variant = variant.rpartition(" / ")
+  config.model.annotators = family or "heads"
   layout, update, opt = VARIANTS[variant]
   config.data.layout, config.optim.head_update = layout, update
   config.optim.name = opt
@@ -159,15 +168,23 @@ def main():
   p.add_argument("--hidden", type=int, default=256)
   p.add_argument("--variants", default=",".join(VARIANTS),
                  help="comma-separated columns, of: " + ", ".join(VARIANTS))
+  p.add_argument("--families", default="",
+                 help="comma-separated annotator families to compare in "
+                      "every column ('' = heads only)")
   p.add_argument("--profile", default="2000,20000",
                  help="heads at which to split a step's time ('' = none)")
   args = p.parse_args()
   config = ml_collections.ConfigDict({
-      "model": {"hidden": args.hidden, "dropout": 0.2},
+      "model": {"hidden": args.hidden, "dropout": 0.2,
+                "annotators": "heads", "embedding_dim": 16,
+                "decoder_hidden": 64},
       "optim": {"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9,
                 "head_update": "dense"},
       "train": {"seed": 0, "loss": "ccc"}, "data": {"layout": "sparse"}})
   variants = args.variants.split(",")
+  if args.families:
+    variants = [f"{f} / {v}" for v in variants
+                for f in args.families.split(",")]
   heads = [int(x) for x in args.heads.split(",")]
   dev = jax.devices()[0]
   print(f"{args.features}-d embeddings, hidden {args.hidden}, 2 dims, "
@@ -183,8 +200,10 @@ def main():
                 args.steps, args.rounds)
     for a in heads:
       # Same params, same data: every column's first loss must agree.
-      first = [res[a, v][2] for v in variants]
-      np.testing.assert_allclose(first, first[0], rtol=1e-4)
+      for fam in {v.rpartition(" / ")[0] for v in variants}:
+        first = [res[a, v][2] for v in variants
+                 if v.rpartition(" / ")[0] == fam]
+        np.testing.assert_allclose(first, first[0], rtol=1e-4)
       print(f"| {a} | " + " | ".join(
           f"{res[a, v][0]:,.0f} ({res[a, v][1]:.1f})" for v in variants)
             + " |", flush=True)
@@ -199,7 +218,7 @@ def main():
     for a in [int(x) for x in args.profile.split(",")]:
       batches = make_batches(1, 256, a, 2, args.features, args.raters)
       for v in variants:
-        if v == "dense layout":
+        if v.endswith("dense layout"):
           continue
         ops = profile(a, v, batches, config, args.steps)
         print(f"\n{a} heads, {v}: top {len(ops)} ops "

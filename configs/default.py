@@ -70,6 +70,16 @@ def get_config():
   # squared distance of the batch's rated heads from the mean head (0 = the
   # paper's independent heads). Needs the dense head update (auto picks it).
   config.model.head_shrinkage = 0.0
+  # How annotators are modelled (annojax/models.py): "heads" (the paper's:
+  # one free linear head each), "lowrank" (linear heads mean + U e_a) or
+  # "embedding" (an embedding e_a per annotator conditioning one shared
+  # nonlinear decoder on the trunk's features: LDNet / user-token style).
+  # embedding_dim: r, the size of e_a; decoder_hidden: the decoder's units.
+  # Other families can be trained beside the individual model for the
+  # protocol's comparison: add their names to config.train.models.
+  config.model.annotators = "heads"
+  config.model.embedding_dim = 16
+  config.model.decoder_hidden = 64
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"  # sgd (momentum) or adam
@@ -92,7 +102,10 @@ def get_config():
   config.train.num_epochs = 100
   config.train.loss = "ccc"  # ccc (1 - CCC, summed over dims) or mse
   config.train.seed = 0
-  # Which models to train in mode=all/train.
+  # Which models to train in mode=all/train: "individual" (the family of
+  # config.model.annotators), "aggregate", and annotator families to
+  # compare beside it ("heads", "lowrank", "embedding": the protocol adds
+  # their rows; README "Heads or embeddings?").
   config.train.models = ("individual", "aggregate")
   config.train.progress_bar = True
 
@@ -146,6 +159,11 @@ def get_config():
   config.eval.mixture_temperatures = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
   config.eval.eb_noise = 0.0
   config.eval.eb_rank = 16
+  # The embedding families' fit rule (annojax/rater_embeddings.py): Adam
+  # steps (cosine-decayed from this learning rate) from the prior mean for
+  # the nonlinear decoder; the low-rank heads' fit is in closed form.
+  config.eval.embedding_fit_steps = 300
+  config.eval.embedding_fit_lr = 1.0
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
 

@@ -188,7 +188,7 @@ def test_blended_enrollment_is_the_default_and_predict_serves_it(
   computed here from the bundle's arrays (blend.py); the weights are the
   bundle's, learned at export on the source's held-out raters."""
   b = export.load(bundle_dir)
-  assert b.blendable and b.info["format_version"] == 4
+  assert b.blendable and b.info["format_version"] == export.FORMAT_VERSION
   weights, heads = b.blend()
   assert len(weights.sizes) >= 2 and weights.weights.shape == (
       len(weights.sizes), 3)

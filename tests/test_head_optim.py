@@ -17,9 +17,10 @@ from annojax.data import pipeline
 A, B, K, F = 40, 8, 3, 16
 
 
-def _config(optimizer="sgd", update="dense"):
+def _config(optimizer="sgd", update="dense", family="heads"):
   return ml_collections.ConfigDict({
-      "model": {"hidden": 32, "dropout": 0.2},
+      "model": {"hidden": 32, "dropout": 0.2, "annotators": family,
+                "embedding_dim": 4, "decoder_hidden": 8},
       "optim": {"name": optimizer, "learning_rate": 0.05, "momentum": 0.9,
                 "head_update": update},
       "train": {"seed": 0, "loss": "ccc", "batch_size": B},
@@ -49,8 +50,8 @@ def _batches(n, seed=0, heads=None, num_heads=A, masked=0.2):
   return out
 
 
-def _run(optimizer, update, batches, num_heads=A):
-  config = _config(optimizer, update)
+def _run(optimizer, update, batches, num_heads=A, family="heads"):
+  config = _config(optimizer, update, family)
   meta = _meta(num_heads)
   graphdef, tx, state = train._initial_state(config, meta, "individual")  # pylint: disable=protected-access
   step = jax.jit(train.step_function(config, meta, "individual", graphdef,
@@ -66,12 +67,15 @@ def _max_diff(a, b):
       lambda x, y: float(jnp.abs(x - y).max()), a, b)))
 
 
-def test_row_sparse_sgd_equals_dense_sgd_after_a_flush():
+@pytest.mark.parametrize("family", ["heads", "lowrank", "embedding"])
+def test_row_sparse_sgd_equals_dense_sgd_after_a_flush(family):
   """SGD momentum applied row by row, with the skipped steps caught up in
-  closed form, gives the dense optax update: parameters and momentum."""
+  closed form, gives the dense optax update: parameters and momentum (the
+  embedding families: their embedding rows; the shared decoder, the mean
+  listener included, by optax)."""
   batches = _batches(12)
-  dense, _ = _run("sgd", "dense", batches)
-  sparse, flush = _run("sgd", "sparse", batches)
+  dense, _ = _run("sgd", "dense", batches, family=family)
+  sparse, flush = _run("sgd", "sparse", batches, family=family)
   # Before the flush, heads the last batches did not rate lag behind.
   assert _max_diff(dense["params"]["heads"], sparse["params"]["heads"]) > 1e-4
   sparse = flush(sparse)

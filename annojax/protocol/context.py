@@ -21,7 +21,9 @@ from annojax import baselines
 from annojax import blend
 from annojax import enroll
 from annojax import losses
+from annojax import models
 from annojax import posterior
+from annojax import rater_embeddings
 from annojax import train
 from annojax.data import pipeline
 from annojax.protocol import folds
@@ -67,36 +69,94 @@ class Target:
                                       h["pair_values"])
 
 
-def replicate_models(config, workdir, prepared, seed):
-  """Best params of seed's individual and aggregate models (must exist)."""
-  out = []
-  for kind in ("individual", "aggregate"):
-    d = os.path.join(train.model_dir(workdir, kind, seed), "checkpoints")
-    if not os.path.isdir(d):
-      raise FileNotFoundError(
-          f"no {kind} model for seed {seed} at {d}: every evaluation seed "
-          f"pre-trains its own models (config.eval.seeds="
-          f"{config.eval.seeds}); run --mode=train (or all) first")
-    out.append(train.load_best(config, workdir, kind, prepared, seed))
+def replicate_model(config, workdir, prepared, seed, kind):
+  """Best (graphdef, params) of seed's model of a kind (must exist)."""
+  d = os.path.join(train.model_dir(workdir, kind, seed), "checkpoints")
+  if not os.path.isdir(d):
+    extra = (f"; add {kind!r} to config.train.models" if kind not in
+             config.train.models else "")
+    raise FileNotFoundError(
+        f"no {kind} model for seed {seed} at {d}: every evaluation seed "
+        f"pre-trains its own models (config.eval.seeds="
+        f"{config.eval.seeds}); run --mode=train (or all) first{extra}")
+  return train.load_best(config, workdir, kind, prepared, seed)
+
+
+def families(config) -> set[str]:
+  """What the protocol's rows can read: "aggregate", "heads" (the
+  individual model's linear heads: its family is heads or lowrank) and
+  each annotator family with a model (models.FAMILIES: the individual
+  model's, and any family trained beside it, config.train.models)."""
+  main = models.family_of(config, "individual")
+  out = {"aggregate", main} | {k for k in config.train.models
+                               if k in models.FAMILIES}
+  if main in models.LINEAR:
+    out.add("heads")
   return out
+
+
+def family_kind(config, family: str) -> str:
+  """The model kind holding a family's model in a workdir."""
+  return ("individual" if family in ("heads", models.family_of(
+      config, "individual")) else family)
 
 
 class Seed:
   """One replicate: its pre-trained models, and what rows share across its
   folds. z [C, D, H]: the individual model's trunk on every target clip;
   kernel / bias [A, D, H] / [A, D]: its heads; aggregate_clip [C, D]: the
-  consensus model on every target clip."""
+  consensus model on every target clip; family(name): a model of an
+  annotator family (models.FAMILIES), on first use."""
 
   def __init__(self, target: Target, workdir: str, seed: int):
-    self.target, self.seed = target, seed
+    self.target, self.seed, self.workdir = target, seed, workdir
     self.config, self.ev = target.config, target.config.eval
-    (self.graphdef, self.params), (g_ag, p_ag) = replicate_models(
-        self.config, workdir, target.prepared, seed)
-    self._aggregate = (g_ag, p_ag)
-    self.z = train.trunk_features(self.graphdef, self.params,
-                                  target.table.embeddings)
-    self.kernel, self.bias = train.head_arrays(self.params)
+    self._aggregate = replicate_model(self.config, workdir, target.prepared,
+                                      seed, "aggregate")
+    self.num_heads = pipeline.read_meta(
+        target.prepared.source).num_annotators
     self.aggregate_clip = self.aggregate_on(target.table.embeddings)
+    self._families = {}
+
+  @cached
+  def _individual(self):
+    return replicate_model(self.config, self.workdir, self.target.prepared,
+                           self.seed, "individual")
+
+  @property
+  def graphdef(self):
+    return self._individual[0]
+
+  @property
+  def params(self):
+    return self._individual[1]
+
+  @cached
+  def z(self) -> np.ndarray:
+    return train.trunk_features(self.graphdef, self.params,
+                                self.target.table.embeddings)
+
+  @cached
+  def _heads(self):
+    return train.head_arrays(self.params)
+
+  @property
+  def kernel(self) -> np.ndarray:
+    return self._heads[0]
+
+  @property
+  def bias(self) -> np.ndarray:
+    return self._heads[1]
+
+  def family(self, name: str) -> Family:
+    """The seed's model of an embedding family (lowrank, embedding)."""
+    if name not in self._families:
+      kind = family_kind(self.config, name)
+      model = (self._individual if kind == "individual" else
+               replicate_model(self.config, self.workdir,
+                               self.target.prepared, self.seed, kind))
+      self._families[name] = Family(self, *model)
+    return self._families[name]
 
   def aggregate_on(self, embeddings) -> np.ndarray:
     return train.consensus_outputs(*self._aggregate, embeddings)
@@ -167,6 +227,43 @@ class Seed:
     return 1.0 if self.target.categorical else self.tuned.temperature
 
 
+class Family:
+  """A seed's model of an embedding family: its heads' params, its trunk on
+  the target clips (z), the prior over embeddings and the rating noise
+  (from the SOURCE's held-out ratings) its fit rule uses."""
+
+  def __init__(self, seed: Seed, graphdef, params):
+    self.seed, self.params, self.heads = seed, params, params["heads"]
+    self.z = (seed.z if params is seed.params else train.trunk_features(
+        graphdef, params, seed.target.table.embeddings))
+    self._graphdef = graphdef
+
+  @cached
+  def prior(self) -> rater_embeddings.Prior:
+    return rater_embeddings.fit_prior(rater_embeddings.table(self.heads))
+
+  @cached
+  def noise(self) -> float:
+    held = self.seed.target.held_out
+    z_held = train.trunk_features(self._graphdef, self.params,
+                                  held["embeddings"])
+    return rater_embeddings.residual_noise(
+        self.heads, z_held, held["pair_clip"], held["pair_annotator"],
+        held["pair_values"])
+
+  @cached
+  def mean_clip(self) -> np.ndarray:
+    """all_listeners: the mean of every annotator's prediction [C, D]."""
+    return rater_embeddings.mean_output(self.heads, self.z)
+
+  @cached
+  def mean_listener_clip(self) -> np.ndarray:
+    e = rater_embeddings.mean_listener(self.heads)
+    return rater_embeddings.outputs_at(
+        self.heads, self.z, np.arange(len(self.z)),
+        np.broadcast_to(e, (len(self.z), len(e))))
+
+
 class Fold:
   """One (seed, fold) run, as its rows see it. rows: the test pairs (indices
   into the target table); pos: each test pair's annotator as a position in
@@ -181,7 +278,7 @@ class Fold:
     self.aggregate = seed.aggregate_clip[table.pair_clip[self.rows]]
     self.names = [seed.target.meta.annotator_ids[a] for a in run.annotators]
     # The run's random draws, in a fixed order whichever rows are selected.
-    self.random_heads = run.rng.integers(len(seed.kernel),
+    self.random_heads = run.rng.integers(seed.num_heads,
                                          size=len(run.annotators))
     self._random = {k: Enrollment(self, folds.sample_enrollment(
         run.rng, run.pool_by_ann, k)) for k in ev.enroll_sizes}
@@ -192,6 +289,12 @@ class Fold:
     annotator's test pairs."""
     return train.pair_predictions(self.seed.z, kernel, bias,
                                   self.table.pair_clip[self.rows], self.pos)
+
+  def embeddings(self, family: Family, e) -> np.ndarray:
+    """Predictions of one embedding per annotator (e [N, r], a family's)
+    on the annotator's test pairs."""
+    return rater_embeddings.outputs_at(
+        family.heads, family.z, self.table.pair_clip[self.rows], e[self.pos])
 
   def aggregate_per_annotator(self, a, c) -> np.ndarray:
     """The aggregate at a per-annotator scale: a, c [N, D] -> a x + c on each
@@ -246,6 +349,7 @@ class Enrollment:
                    [t.pair_values[c] for c in chosen])
     self.clips, self.ratings, self.mask = enroll.pack(*self._lists,
                                                        fold.names)
+    self._family = {}
 
   @cached
   def scores(self) -> np.ndarray:
@@ -277,6 +381,26 @@ class Enrollment:
                     self.mask, self.scores, mixture=self.mixture,
                     eb=self.eb)
     return blend.combine(s.blend, s.blend_heads, p, self.mask.sum(1))
+
+  def family_copy(self, name: str) -> np.ndarray:
+    """The copy rule's embeddings [N, r] of a family (rater_embeddings)."""
+    key = ("copy", name)
+    if key not in self._family:
+      f = self.fold.seed.family(name)
+      self._family[key] = rater_embeddings.copy(
+          f.heads, f.z[self.clips], self.ratings, self.mask,
+          self.fold.ev.score, self.fold.ev.head_chunk)[0]
+    return self._family[key]
+
+  def family_fit(self, name: str) -> np.ndarray:
+    """The fit rule's embeddings [N, r] of a family (rater_embeddings)."""
+    key = ("fit", name)
+    if key not in self._family:
+      f, ev = self.fold.seed.family(name), self.fold.ev
+      self._family[key] = rater_embeddings.fit(
+          f.heads, f.z[self.clips], self.ratings, self.mask, f.prior,
+          f.noise, ev.embedding_fit_steps, ev.embedding_fit_lr)
+    return self._family[key]
 
   @property
   def scored(self) -> bool:

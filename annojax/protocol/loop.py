@@ -57,7 +57,8 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   target = context.Target(config, prepared)
   for module in config.eval.row_modules:  # rows registered elsewhere
     importlib.import_module(module)
-  selected = rows_lib.select(tuple(config.eval.rows), target.categorical)
+  selected = rows_lib.select(tuple(config.eval.rows), target.categorical,
+                             context.families(config))
   sizes = folds.adaptive_sizes(config.eval)
   got = _Collected()
   bar = tqdm.tqdm(total=config.eval.seeds, desc="evaluate (seeds)",
@@ -104,7 +105,7 @@ def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
                         "c": seed.rescale[1].tolist()})
   if "blend" in vars(seed):
     got.blend.append({"seed": seed.seed, **seed.blend.to_json()})
-  got.folds, got.heads = len(runs), len(seed.kernel)
+  got.folds, got.heads = len(runs), seed.num_heads
 
 
 def _record_type_match(ctx: context.Fold, type_match: dict):

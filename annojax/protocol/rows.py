@@ -16,7 +16,15 @@ per_k=True: the row is evaluated at each config.eval.enroll_sizes k, named
 on adaptively chosen clips (adaptive_<name>@k, config.eval.adaptive_sizes).
 kinds: the losses it applies to, "ratings" (dimensional) and/or
 "categorical" (class heads). section: where results.md lists it
-(baselines, enrollment rules, upper bounds, chance levels).
+(baselines, enrollment rules, upper bounds, chance levels). model: what it
+reads besides the aggregate: "heads" (the individual model's linear heads,
+ctx.seed.kernel), "aggregate" (nothing more) or an annotator family
+(models.FAMILIES: ctx.seed.family(name)); a row is selected by default
+where the workdir has that model (context.families).
+
+Each embedding family (lowrank, embedding; models.py) adds four rows:
+<family>_copy@k and <family>_fit@k (rater_embeddings.py), and the LDNet
+inference modes <family>_mean_listener and <family>_all_listeners.
 
 Adaptive sets (context.Fold.adaptive_enrollment, adaptive.py): one clip per
 round, each the clip of the annotator's pool on which the heads still in
@@ -54,6 +62,7 @@ class Row:
   adaptive: bool
   kinds: tuple[str, ...]
   section: str
+  model: str = "heads"
 
 
 REGISTRY: dict[str, Row] = {}
@@ -61,7 +70,7 @@ REGISTRY: dict[str, Row] = {}
 
 def register(name: str, *, doc: str, per_k: bool = False,
              adaptive: bool = False, kinds=(RATINGS, CATEGORICAL),
-             section: str = ""):
+             section: str = "", model: str = "heads"):
   """Decorator: registers fn(ctx) (per_k: fn(ctx, enrollment)) as a row."""
   section = section or ("rule" if per_k else "baseline")
   if section not in SECTIONS or "@" in name or name.startswith(ADAPTIVE):
@@ -72,17 +81,19 @@ def register(name: str, *, doc: str, per_k: bool = False,
 
   def add(fn):
     REGISTRY[name] = Row(name, fn, doc, per_k, adaptive, tuple(kinds),
-                         section)
+                         section, model)
     return fn
   return add
 
 
-def select(names, categorical: bool) -> list[Row]:
-  """The rows config.eval.rows names (() = every row for this loss), in
+def select(names, categorical: bool, models=None) -> list[Row]:
+  """The rows config.eval.rows names (() = every row for this loss whose
+  model is among `models`, context.families; None = any), in
   registration order; the aggregate, every test's reference, always."""
   kind = CATEGORICAL if categorical else RATINGS
+  has = lambda r: models is None or r.model in models
   if not names:
-    return [r for r in REGISTRY.values() if kind in r.kinds]
+    return [r for r in REGISTRY.values() if kind in r.kinds and has(r)]
   for n in names:
     if n not in REGISTRY:
       close = difflib.get_close_matches(str(n), REGISTRY, n=1)
@@ -92,6 +103,14 @@ def select(names, categorical: bool) -> list[Row]:
     if kind not in REGISTRY[n].kinds:
       raise ValueError(f"config.eval.rows: row {n!r} is for "
                        f"{' / '.join(REGISTRY[n].kinds)} heads, not {kind}")
+    if not has(REGISTRY[n]):
+      need = REGISTRY[n].model
+      raise ValueError(
+          f"config.eval.rows: row {n!r} needs a {need!r} model, which this "
+          f"run does not train (it has: {', '.join(sorted(models))}); "
+          + ("set config.model.annotators to 'heads' or 'lowrank'"
+             if need == "heads" else
+             f"add {need!r} to config.train.models"))
   wanted = set(names) | {"aggregate"}
   return [r for r in REGISTRY.values() if r.name in wanted]
 
@@ -116,13 +135,13 @@ def predict(ctx, selected: list[Row], adaptive_sizes) -> dict:
 # Baselines: the same prediction for every new annotator, or none learnt.
 
 
-@register("aggregate",
+@register("aggregate", model="aggregate",
           doc="the consensus model (one head, trained on mean ratings)")
 def aggregate(ctx):
   return ctx.aggregate
 
 
-@register("aggregate_rescaled", kinds=(RATINGS,),
+@register("aggregate_rescaled", kinds=(RATINGS,), model="aggregate",
           doc="the aggregate at the raters' typical scale (one a x + c for "
               "everyone, from the source's held-out raters): the baseline an "
               "individual row must beat")
@@ -184,6 +203,7 @@ def oracle_chance(ctx):
 
 
 @register("oracle_calibrated", section="bound", kinds=(RATINGS,),
+          model="aggregate",
           doc="the aggregate at each annotator's true mean and s.d. (all "
               "their ratings): the ceiling of any per-annotator calibration")
 def oracle_calibrated(ctx):
@@ -219,7 +239,7 @@ def eb(ctx, e):
   return ctx.heads(*e.eb)
 
 
-@register("linear_fit", per_k=True, kinds=(RATINGS,),
+@register("linear_fit", per_k=True, kinds=(RATINGS,), model="aggregate",
           doc="the aggregate's output, linearly fit to each annotator's k "
               "ratings")
 def linear_fit(ctx, e):
@@ -228,7 +248,7 @@ def linear_fit(ctx, e):
       ctx.ev.linear_ridge))
 
 
-@register("calibrated", per_k=True, kinds=(RATINGS,),
+@register("calibrated", per_k=True, kinds=(RATINGS,), model="aggregate",
           doc="the aggregate at each annotator's mean and s.d. from the k "
               "ratings, shrunk toward the identity")
 def calibrated(ctx, e):
@@ -255,3 +275,42 @@ def blended(ctx, e):
   b = e.blended
   return ctx.heads(b.kernel, b.bias) + ctx.aggregate_per_annotator(b.scale,
                                                                    b.shift)
+
+
+# The embedding families (models.py): copy and fit at each k, the LDNet
+# inference modes without enrollment.
+
+
+def _register_family(family: str):
+  what = {"lowrank": "low-rank heads (mean + U e)",
+          "embedding": "embedding decoder"}[family]
+  rule = dict(per_k=True, kinds=(RATINGS,), model=family)
+
+  @register(f"{family}_copy", **rule,
+            doc=f"{what}: the pre-trained embedding that best fits the k "
+                "ratings, copied (the paper's rule)")
+  def family_copy(ctx, e):
+    return ctx.embeddings(ctx.seed.family(family), e.family_copy(family))
+
+  @register(f"{family}_fit", **rule,
+            doc=f"{what}: a new embedding fit to the k ratings (MAP under "
+                "the pre-trained embeddings' Gaussian)")
+  def family_fit(ctx, e):
+    return ctx.embeddings(ctx.seed.family(family), e.family_fit(family))
+
+  @register(f"{family}_mean_listener", kinds=(RATINGS,), model=family,
+            doc=f"{what}: the mean listener (an embedding trained on each "
+                "clip's mean rating; LDNet)")
+  def mean_listener(ctx):
+    f = ctx.seed.family(family)
+    return f.mean_listener_clip[ctx.table.pair_clip[ctx.rows]]
+
+  @register(f"{family}_all_listeners", kinds=(RATINGS,), model=family,
+            doc=f"{what}: the mean of every pre-trained annotator's "
+                "prediction (LDNet)")
+  def all_listeners(ctx):
+    return ctx.seed.family(family).mean_clip[ctx.table.pair_clip[ctx.rows]]
+
+
+for _family in ("lowrank", "embedding"):
+  _register_family(_family)
