@@ -8,7 +8,10 @@ enroll: new annotators' enrollment ratings (long CSV: clip, annotator, one
   "blended" (default; blend.py) predicts with the consensus model moved
   toward the individual rules by the evidence (its heads in
   blended_heads.npz, the consensus part and from_consensus, how far it
-  moved, in the mapping); "top_k" copies the selected heads. With config.predict.pool (clip
+  moved, in the mapping); "top_k" copies the selected heads; "fit" (bundles
+  of an embedding family, models.py) fits a new embedding to each
+  annotator's ratings (rater_embeddings.py; fitted_embeddings.npz beside
+  the mapping). With config.predict.pool (clip
   embeddings of candidate clips), also suggestions.csv: the next
   config.predict.propose clips each annotator should rate (adaptive
   enrollment, annojax/adaptive.py), in the ratings CSV's layout, so a

@@ -284,7 +284,9 @@ def _origin(config, kind: str, prepared: prepare_lib.Prepared,
   for row-sparse head updates, that (their optimizer state differs)."""
   origin = {"dataset": "/".join(os.path.normpath(prepared.source).split(
                 os.sep)[-2:]),
-            "kind": kind, "model": config.model.to_dict()}
+            "kind": kind, "model": {**config.model.to_dict(),
+                                    "annotators": models.family_of(config,
+                                                                   kind)}}
   if head_optim.resolve(config, meta, kind) == "sparse":
     origin["head_update"] = f"sparse {config.optim.name}"
   return origin
@@ -309,8 +311,9 @@ def check_origin(out_dir: str, origin: dict) -> None:
     return
   with open(path) as f:
     stored = json.load(f)
-  if isinstance(stored.get("model"), dict):  # keys added since, at defaults
-    stored["model"] = {**MODEL_DEFAULTS, **stored["model"]}
+  for o in (stored, origin):  # keys added since, at their defaults
+    if isinstance(o.get("model"), dict):
+      o["model"] = {**MODEL_DEFAULTS, **o["model"]}
   if stored != origin:
     diff = "; ".join(f"{k}: {stored.get(k)!r} there, {origin.get(k)!r} now"
                      for k in sorted(set(stored) | set(origin))

@@ -7,7 +7,8 @@
 # embedded synthetic default; configs/demo.py is a few-minute version).
 # Writes WORKDIR/eval/results.{md,json} and ccc_ind_vs_k.png and copies the
 # table to bench/results/accuracy_<config>.md (and the blended rule's table
-# to bench/results/blend_<config>.md). Then, when ../shared/data holds
+# to bench/results/blend_<config>.md, and the annotator families' to
+# bench/results/families_<config>.md, bench/families.sh). Then, when ../shared/data holds
 # CREMA-D with per-rater responses and audio, runs configs/crema_d.py on it
 # (features -> all); otherwise says why it is skipped.
 set -euo pipefail
@@ -20,6 +21,11 @@ cp "$workdir/eval/results.md" "bench/results/accuracy_$(basename "$config" .py).
 python bench/blend_table.py "$workdir/eval/results.json" \
   --title="The blended rule, $(basename "$config" .py)" \
   --out="bench/results/blend_$(basename "$config" .py).md"
+# Heads or embeddings? The embedding families trained beside the same heads
+# (each seed), then the protocol again on the rows that compare them (this
+# evaluation replaces WORKDIR/eval; the tables above are copied already).
+bash bench/families.sh "$config" "$workdir" \
+  "bench/results/families_$(basename "$config" .py).md" auto
 
 crema=../shared/data/crema_d
 if [[ -f "$crema/finishedResponses.csv" && -d "$crema/AudioWAV" ]]; then

@@ -2,6 +2,13 @@
 
   python bench/enroll_bench.py [--heads=500,5000,20000] [--new=10,1000]
       [--only-beyond] [--only-adaptive --adaptive=NxAxPOOL]
+      [--only-families --families=NxA]
+
+--families: each annotator family's enrollment (models.py, annojax/
+rater_embeddings.py) beside the heads' top-1 search, for N new annotators x
+A pre-trained ones, interleaved in one process: the copy rule (score every
+pre-trained annotator, copy the best) and the fit rule (lowrank: closed-form
+MAP; embedding: config.eval.embedding_fit_steps Adam steps).
 
 Both methods score the same inputs (N new annotators x K enrollment clips,
 A candidate heads, D dims, H features). The loop is the straightforward
@@ -172,6 +179,30 @@ def beyond_top1(n, a, k, d, h, repeats):
   return best, first, prior_s
 
 
+def families(n, a, k, d, h, repeats, rank=16, units=64, steps=300):
+  """(best seconds, first-call seconds) of each family's enrollment rules
+  for all N annotators at once (one batched call each)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from annojax import enroll  # pylint: disable=g-import-not-at-top
+  from annojax import models  # pylint: disable=g-import-not-at-top
+  from annojax import rater_embeddings as re_  # pylint: disable=g-import-not-at-top
+  z, y, mask, kernel, bias = make_inputs(n, a, k, d, h)
+  z = np.maximum(z, 0)  # trunk features follow a ReLU
+  params = {}
+  for family in ("lowrank", "embedding"):
+    m = models.Model(8, d, a, hidden=h, family=family, rank=rank,
+                     units=units, rngs=nnx.Rngs(0))
+    params[family] = nnx.to_pure_dict(nnx.state(m))["heads"]
+  prior = {f: re_.fit_prior(re_.table(p)) for f, p in params.items()}
+  runs = {"heads: top-1 search": lambda: enroll.select(enroll.score_heads(
+      z, y, mask, kernel, bias)).head_params(kernel, bias)}
+  for f, p in params.items():
+    runs[f"{f}: copy"] = lambda p=p: re_.copy(p, z, y, mask)
+    runs[f"{f}: fit"] = lambda p=p, f=f: re_.fit(p, z, y, mask, prior[f],
+                                                 0.1, steps)
+  return _interleaved(runs, repeats)
+
+
 def _interleaved(runs, repeats):
   """(best seconds, first-call seconds) of each named call: one first call
   each (compiles), then `repeats` rounds of all calls in turn."""
@@ -252,6 +283,9 @@ def main():
   p.add_argument("--adaptive", default="1000x20000x500",
                  help="NxAxPOOL for the adaptive next-clip table ('' = skip)")
   p.add_argument("--only-adaptive", action="store_true")
+  p.add_argument("--families", default="1000x20000",
+                 help="NxA for the annotator families' table ('' = skip)")
+  p.add_argument("--only-families", action="store_true")
   p.add_argument("--child")
   p.add_argument("--n", type=int)
   p.add_argument("--a", type=int)
@@ -266,6 +300,9 @@ def main():
     return
   if args.only_adaptive:
     _print_adaptive(args)
+    return
+  if args.only_families:
+    _print_families(args)
     return
   rows = []
   print(f"K={args.k} enrollment clips (variable, padded), D={args.d}, "
@@ -296,6 +333,23 @@ def main():
           f"{b['seconds'] / (b['n'] * b['a']) * 1e6:.3f}")
   _print_beyond(args)
   _print_adaptive(args)
+  _print_families(args)
+
+
+def _print_families(args):
+  if not args.families:
+    return
+  n, a = (int(x) for x in args.families.split("x"))
+  best, first = families(n, a, args.k, args.d, args.h, args.repeats)
+  print(f"\nAnnotator families, N = {n} x <= {args.k} clips, A = {a} "
+        "pre-trained annotators (r = 16; embedding decoder: 64 units, fit: "
+        "300 Adam steps), seconds (best of interleaved repeats; first "
+        "call):\n")
+  print("| family: rule | seconds | first call | / heads top-1 search |")
+  print("|---|---|---|---|")
+  for name in best:
+    print(f"| {name} | {best[name]:.3f} | {first[name]:.2f} | "
+          f"{best[name] / best['heads: top-1 search']:.2f}x |")
 
 
 def _print_adaptive(args):

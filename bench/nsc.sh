@@ -11,7 +11,8 @@
 # (bench/results/nsc_shrinkage.md); heads on the aggregate's trunk
 # (bench/results/nsc_consensus_heads.md); shrunk per-listener calibration
 # (bench/results/nsc_calibration.md); the blended rule's table
-# (bench/results/blend_nsc.md).
+# (bench/results/blend_nsc.md); the annotator families beside the heads
+# (bench/results/families_nsc.md, bench/families.sh).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions; adaptive vs random
 # enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
@@ -41,6 +42,17 @@ python bench/nsc_table.py "${runs[@]}" --raw="$work/raw/eval/results.json" \
 python bench/blend_table.py "${runs[@]}" --unit=pooled \
   --title="The blended rule on NSC (bench/nsc.sh: 3 listener x speaker partitions x 3 seeds, pooled CCC_ind)" \
   --out=bench/results/blend_nsc.md
+# Heads or embeddings? The embedding families beside the same heads, each
+# partition (replaces its eval/; its table is copied above).
+fam=()
+for p in 0 1 2; do
+  bash bench/families.sh configs/nsc.py "$work/p$p" "" pooled \
+    --config.data.partition_seed=$p
+  fam+=("$work/p$p/eval/results.json")
+done
+python bench/families_table.py "${fam[@]}" --unit=pooled \
+  --title="Heads or embeddings? NSC (bench/nsc.sh: 3 listener x speaker partitions x 3 seeds, pooled CCC_ind)" \
+  --out=bench/results/families_nsc.md
 # Heads that share strength (config.model.head_shrinkage), same partitions.
 shrunk=()
 for p in 0 1 2; do

@@ -132,11 +132,21 @@ def _aggregate_clip(config, workdir, prepared, table):
 
 def test_rows_selection_per_loss_and_mistakes(registry):
   del registry
-  ratings = [r.name for r in rows.select((), categorical=False)]
+  heads = {"aggregate", "heads"}  # a workdir of the paper's models
+  ratings = [r.name for r in rows.select((), False, heads)]
   assert ratings == [
       "aggregate", "aggregate_rescaled", "mean_heads", "random_head",
       "oracle", "oracle_chance", "oracle_calibrated", "most_similar",
       "mixture", "eb", "linear_fit", "calibrated", "finetune", "blended"]
+  # An embedding family trained beside them adds its four rows; a workdir
+  # whose individual model is that family has no heads rows.
+  family = ["embedding_copy", "embedding_fit", "embedding_mean_listener",
+            "embedding_all_listeners"]
+  assert [r.name for r in rows.select((), False, heads | {"embedding"})
+          ] == ratings + family
+  assert [r.name for r in rows.select((), False, {"aggregate", "embedding"})
+          ] == ["aggregate", "aggregate_rescaled", "oracle_calibrated",
+                "linear_fit", "calibrated"] + family
   # Class heads: their own rows only (no rescaling, linear fit, mixture...).
   assert [r.name for r in rows.select((), categorical=True)] == [
       "aggregate", "mean_heads", "random_head", "oracle", "oracle_chance",
