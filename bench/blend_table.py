@@ -50,9 +50,10 @@ def replicates(results, row, dim, unit):
   return np.concatenate(out)
 
 
-def sizes(results):
-  return [row.partition("@")[2] for row in results[0]["rows"]
-          if row.startswith("blended@")]
+def sizes(results, row: str = "blended"):
+  """The enrollment sizes k of a row's row@k cells, in table order."""
+  return [r.partition("@")[2] for r in results[0]["rows"]
+          if r.startswith(f"{row}@")]
 
 
 def table(results, unit):
@@ -120,19 +121,29 @@ def diagnostics(paths, results):
       for p, r in zip(paths, results) if "heads_distinguishable" in r)
 
 
-def main():
+def arguments(title: str, more=None):
+  """(args, results): the table scripts' command line (results files,
+  --unit, --title, --out; `more` adds its own) and the results read, with
+  --unit=auto resolved: seeds where every file has >= 3, else runs."""
   p = argparse.ArgumentParser()
   p.add_argument("results", nargs="+")
   p.add_argument("--unit", choices=("auto", "pooled", "runs", "seeds"),
                  default="auto", help="auto: seeds where every file has >= "
                  "3 seeds (a test needs 3), else runs")
-  p.add_argument("--title", default="The blended rule")
+  p.add_argument("--title", default=title)
   p.add_argument("--out", default="")
+  if more:
+    more(p)
   args = p.parse_args()
   results = [json.load(open(f)) for f in args.results]
   if args.unit == "auto":
     args.unit = ("seeds" if min(r["protocol"]["seeds"] for r in results) >= 3
                  else "runs")
+  return args, results
+
+
+def main():
+  args, results = arguments("The blended rule")
   text = "\n".join([f"# {args.title}", "", table(results, args.unit),
                     weights(results), "", "Can the test ratings tell the "
                     "heads apart (each results file)?", "",

@@ -18,8 +18,6 @@ all_listeners, the heads' mean) against the aggregate, and the parameters
 each family spends per annotator.
 """
 
-import argparse
-import json
 import os
 import sys
 
@@ -37,15 +35,10 @@ NO_ENROLLMENT = ("aggregate_rescaled", "mean_heads", "lowrank_mean_listener",
                  "embedding_all_listeners")
 
 
-def sizes(results):
-  return [row.partition("@")[2] for row in results[0]["rows"]
-          if row.startswith("embedding_fit@")]
-
-
 def table(results, unit):
   dims = results[0]["protocol"]["columns"]
   rows = []
-  for k in sizes(results):
+  for k in blend_table.sizes(results, "embedding_fit"):
     for d in dims:
       get = lambda row, d=d: blend_table.replicates(results, row, d, unit)
       cands = [r for r in HEADS if f"{r}@{k}" in results[0]["rows"]]
@@ -101,20 +94,10 @@ def parameters(hidden, dims=2, rank=16, units=64):
 
 
 def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("results", nargs="+")
-  p.add_argument("--unit", choices=("auto", "pooled", "runs", "seeds"),
-                 default="auto", help="auto: seeds where every file has >= "
-                 "3 seeds (a test needs 3), else runs")
-  p.add_argument("--hidden", type=int, default=256,
-                 help="config.model.hidden (the parameter count)")
-  p.add_argument("--title", default="Heads or embeddings?")
-  p.add_argument("--out", default="")
-  args = p.parse_args()
-  results = [json.load(open(f)) for f in args.results]
-  if args.unit == "auto":
-    args.unit = ("seeds" if min(r["protocol"]["seeds"] for r in results) >= 3
-                 else "runs")
+  args, results = blend_table.arguments(
+      "Heads or embeddings?", lambda p: p.add_argument(
+          "--hidden", type=int, default=256,
+          help="config.model.hidden (the parameter count)"))
   text = "\n".join([
       f"# {args.title}", "", table(results, args.unit), "",
       without_enrollment(results, args.unit),

@@ -18,6 +18,7 @@ from annojax import jobs
 from annojax import models
 from annojax import rater_embeddings as re_
 from annojax import train
+from annojax.data import pipeline
 from annojax.protocol import context
 from annojax.protocol import folds
 from annojax.protocol import loop
@@ -39,6 +40,22 @@ def _clips(n, seed=0):
   """Trunk-like features: non-negative (after a ReLU), [n, D, H]."""
   rng = np.random.default_rng(seed)
   return np.maximum(rng.normal(0.3, 1.0, (n, 2, H)), 0).astype(np.float32)
+
+
+def _padded_sets(z, sizes, seed):
+  """Enrollment sets of the given sizes, padded to one batch: each a random
+  draw of the clips z with uniform ratings -> z [N, K, D, H], ratings
+  [N, K, D], mask [N, K]."""
+  rng = np.random.default_rng(seed)
+  n, k = len(sizes), len(z)
+  zs = np.zeros((n, k) + z.shape[1:], np.float32)
+  ys = np.zeros((n, k, 2), np.float32)
+  mask = np.zeros((n, k), np.float32)
+  for i, size in enumerate(sizes):
+    zs[i, :size] = z[rng.permutation(k)[:size]]
+    ys[i, :size] = rng.uniform(-1, 1, (size, 2))
+    mask[i, :size] = 1
+  return zs, ys, mask
 
 
 def _numpy_decoder(heads, z, e):
@@ -86,16 +103,8 @@ def test_lowrank_closed_form_equals_gradient_descent_and_normal_equations():
   numpy on the materialised design (phi = U^T z + u per clip and
   dimension): N = 3 annotators with 2, 7 and 40 clips (padded batch)."""
   heads = _heads("lowrank")
-  rng = np.random.default_rng(0)
-  z = _clips(40, seed=5)
   sizes = (2, 7, 40)
-  zs = np.zeros((3, 40, 2, H), np.float32)
-  ys = np.zeros((3, 40, 2), np.float32)
-  mask = np.zeros((3, 40), np.float32)
-  for i, n in enumerate(sizes):
-    zs[i, :n] = z[rng.permutation(40)[:n]]
-    ys[i, :n] = rng.uniform(-1, 1, (n, 2))
-    mask[i, :n] = 1
+  zs, ys, mask = _padded_sets(_clips(40, seed=5), sizes, seed=0)
   prior = re_.fit_prior(re_.table(heads))
   noise = 0.2
   closed = re_.fit_lowrank(heads, zs, ys, mask, prior, noise)
@@ -120,18 +129,12 @@ def test_copy_scores_are_the_reference_ccc_of_every_candidate():
   the sum over dimensions of a reference CCC of each candidate's
   predictions, for 3 annotators with 5, 9 and 12 clips."""
   heads = _heads("embedding", num=37)
-  rng = np.random.default_rng(2)
-  z = _clips(12, seed=7)
   sizes = (5, 9, 12)
-  zs = np.zeros((3, 12, 2, H), np.float32)
-  ys = np.zeros((3, 12, 2), np.float32)
-  mask = np.zeros((3, 12), np.float32)
-  for i, n in enumerate(sizes):
-    zs[i, :n], ys[i, :n], mask[i, :n] = z[:n], rng.uniform(-1, 1, (n, 2)), 1
+  zs, ys, mask = _padded_sets(_clips(12, seed=7), sizes, seed=2)
   got = re_.score_embeddings(heads, zs, ys, mask, chunk=8)
   table = re_.table(heads)
   for i, n in enumerate(sizes):
-    want = [ref.ccc(_numpy_decoder(heads, z[:n], e), ys[i, :n]).sum()
+    want = [ref.ccc(_numpy_decoder(heads, zs[i, :n], e), ys[i, :n]).sum()
             for e in table]
     np.testing.assert_allclose(got[i], want, atol=1e-4)
 
@@ -190,6 +193,26 @@ def test_each_family_resumes_bit_identically(families_run, kind):
   assert min(resumed[kind]["history"][-1]["val_ccc_ind"]) > 0.2
   fam = models.family_of_params(resumed[kind]["params"])
   assert fam == ("embedding" if kind == "individual" else "lowrank")
+
+
+def test_the_mean_listener_learns_the_clips_mean_rating(families_run):
+  """LDNet's virtual listener (trained on each clip's mean rating, from 0)
+  predicts the consensus of the validation speakers' clips (CCC > 0.5 in
+  each dimension), as well as the mean of every annotator does."""
+  config, _, workdir, out, _ = families_run
+  table = pipeline.load_table(out["prepared"].source, "validation")
+  for kind in ("individual", "lowrank"):
+    graphdef, params = train.load_best(config, workdir, kind,
+                                       out["prepared"])
+    z = train.trunk_features(graphdef, params, table.embeddings)
+    e = re_.mean_listener(params["heads"])
+    assert np.abs(e).max() > 1e-3  # trained: it starts at 0
+    listener = re_.outputs_at(params["heads"], z, np.arange(len(z)),
+                              np.broadcast_to(e, (len(z), len(e))))
+    everyone = re_.mean_output(params["heads"], z)
+    got = ref.ccc(listener, table.consensus)
+    assert got.min() > 0.5
+    assert (got > ref.ccc(everyone, table.consensus) - 0.1).all()
 
 
 def _planted(tmp_path, bundle, head, n=40):
