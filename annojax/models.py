@@ -146,22 +146,32 @@ def per_slot(z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 class _Embedding(nnx.Module):
-  """One annotator of an embedding family: e [r]."""
+  """One annotator of an embedding family: e [r] ~ N(0, scale^2)."""
 
-  def __init__(self, rank: int, *, rngs: nnx.Rngs):
-    self.embedding = nnx.Param(jax.random.normal(rngs.params(), (rank,)))
+  def __init__(self, rank: int, scale: float, *, rngs: nnx.Rngs):
+    self.embedding = nnx.Param(scale * jax.random.normal(rngs.params(),
+                                                         (rank,)))
 
 
 class _EmbeddingTable(nnx.Module):
   """Shared by the embedding families: the stack of A embeddings [A, r] and
-  the mean listener's [r]; subclasses name their family (decode)."""
+  the mean listener's [r]; subclasses name their family (decode).
 
-  def __init__(self, num_heads: int, rank: int, *, rngs: nnx.Rngs):
+  Embeddings start small, N(0, 1/H), and what reads them large (lowrank's
+  basis, the decoder's V): the same functions at initialisation as with
+  N(0, 1) embeddings, but a gradient step moves an annotator's predictions
+  about as far as a free head's step does. With N(0, 1) embeddings an
+  annotator needed ~16-64x more steps to separate from the rest (measured
+  on the default and demo: validation loss 1.07-1.14 against the heads'
+  0.68 when early stopping ended them)."""
+
+  def __init__(self, num_heads: int, rank: int, scale: float, *,
+               rngs: nnx.Rngs):
 
     @nnx.split_rngs(splits=num_heads)
     @nnx.vmap(axis_size=num_heads)
     def create(rngs: nnx.Rngs):
-      return _Embedding(rank, rngs=rngs)
+      return _Embedding(rank, scale, rngs=rngs)
 
     self.stack = create(rngs)
     self.mean_listener = nnx.Param(jnp.zeros((rank,)))
@@ -193,17 +203,16 @@ class _EmbeddingTable(nnx.Module):
 
 class LowRankHeads(_EmbeddingTable):
   """Linear heads mean + U e_a: kernel_a = M + U e_a [D, H], bias_a = m +
-  u e_a [D]. Initialised with M = 0 and U ~ N(0, 1 / (H r)), so that with
-  e ~ N(0, 1) a head's weights have the free heads' initial s.d. 1/sqrt(H)."""
+  u e_a [D]. Initialised with M = 0, e ~ N(0, 1/H) and U ~ N(0, 1/r), so a
+  head's weights have the free heads' initial s.d. 1/sqrt(H)."""
 
   def __init__(self, num_heads: int, num_dims: int, hidden: int, rank: int,
                *, rngs: nnx.Rngs):
-    super().__init__(num_heads, rank, rngs=rngs)
-    scale = 1.0 / math.sqrt(hidden * rank)
+    super().__init__(num_heads, rank, 1.0 / math.sqrt(hidden), rngs=rngs)
     self.mean_kernel = nnx.Param(jnp.zeros((num_dims, hidden)))
     self.mean_bias = nnx.Param(jnp.zeros((num_dims,)))
-    self.basis_kernel = nnx.Param(scale * jax.random.normal(
-        rngs.params(), (num_dims, hidden, rank)))
+    self.basis_kernel = nnx.Param(jax.random.normal(
+        rngs.params(), (num_dims, hidden, rank)) / math.sqrt(rank))
     self.basis_bias = nnx.Param(jnp.zeros((num_dims, rank)))
 
   family = "lowrank"
@@ -212,15 +221,16 @@ class LowRankHeads(_EmbeddingTable):
 class EmbeddingDecoder(_EmbeddingTable):
   """A shared nonlinear decoder on (z_d, e_a), per dimension d:
   w_d . relu(W_d z_d + V_d e_a + b_d) + c_d, G = config.model.decoder_hidden
-  units (the concatenation [z_d, e_a] through one hidden layer)."""
+  units (the concatenation [z_d, e_a] through one hidden layer). With
+  e ~ N(0, 1/H), V ~ N(0, H/r): V e has unit s.d., as W z does."""
 
   def __init__(self, num_heads: int, num_dims: int, hidden: int, rank: int,
                units: int, *, rngs: nnx.Rngs):
-    super().__init__(num_heads, rank, rngs=rngs)
+    super().__init__(num_heads, rank, 1.0 / math.sqrt(hidden), rngs=rngs)
     normal = lambda shape, fan_in: jax.random.normal(
         rngs.params(), shape) / math.sqrt(fan_in)
     self.w_z = nnx.Param(normal((num_dims, hidden, units), hidden))
-    self.w_e = nnx.Param(normal((num_dims, rank, units), rank))
+    self.w_e = nnx.Param(normal((num_dims, rank, units), rank / hidden))
     self.b_hidden = nnx.Param(jnp.zeros((num_dims, units)))
     self.w_out = nnx.Param(normal((num_dims, units), units))
     self.b_out = nnx.Param(jnp.zeros((num_dims,)))

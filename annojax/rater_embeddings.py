@@ -119,9 +119,11 @@ def mean_listener(heads: dict) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Prior:
-  """Gaussian prior over embeddings: mean [r], precision [r, r]."""
+  """Gaussian prior over embeddings: mean [r], precision [r, r]; scale,
+  the root mean variance (the fit's step sizes are in its units)."""
   mean: np.ndarray
   precision: np.ndarray
+  scale: float = 1.0
 
 
 def fit_prior(embeddings, ridge: float = 1e-3) -> Prior:
@@ -132,7 +134,8 @@ def fit_prior(embeddings, ridge: float = 1e-3) -> Prior:
       e) > 1 else np.eye(e.shape[1])
   cov = cov + ridge * max(np.trace(cov) / len(cov), 1e-6) * np.eye(len(cov))
   return Prior(mean=e.mean(0).astype(np.float32),
-               precision=np.linalg.inv(cov).astype(np.float32))
+               precision=np.linalg.inv(cov).astype(np.float32),
+               scale=float(np.sqrt(np.trace(cov) / len(cov))))
 
 
 def residual_noise(heads: dict, z, pair_clip, pair_annotator, pair_values
@@ -275,15 +278,16 @@ def _gradient_map(p, z, y, mask, mean, precision, noise, lr, *, fam, steps):
 
 def fit_gradient(heads: dict, z, ratings, mask, prior: Prior, noise: float,
                  steps: int = 300, lr: float = 1.0) -> np.ndarray:
-  """MAP embeddings [N, r] by `steps` batched Adam steps (cosine-decayed
-  learning rate from lr) from the prior mean: one compiled call for all N.
-  Any embedding family; the nonlinear decoder's fit."""
+  """MAP embeddings [N, r] by `steps` batched Adam steps from the prior
+  mean, the learning rate cosine-decayed from lr prior s.d.s (Adam's first
+  steps move each coordinate by about that much): one compiled call for
+  all N. Any embedding family; the nonlinear decoder's fit."""
   n = len(ratings)
   zp, yp, mp = enroll.pad_to_buckets(z, ratings, mask)
   return np.asarray(_gradient_map(
       shared(heads), jnp.asarray(zp), jnp.asarray(yp), jnp.asarray(mp),
       jnp.asarray(prior.mean), jnp.asarray(prior.precision),
-      jnp.float32(noise), jnp.float32(lr), fam=family(heads),
+      jnp.float32(noise), jnp.float32(lr * prior.scale), fam=family(heads),
       steps=int(steps)))[:n]
 
 
