@@ -1,6 +1,7 @@
 """Heads or embeddings? The annotator families side by side at every k.
 
-  python bench/families_table.py RESULTS.json [...] [--unit=auto|pooled|seeds|runs]
+  python bench/families_table.py RESULTS.json [...]
+      [--unit=auto|pooled|seeds|runs]
       [--out=bench/results/families_<name>.md]
 
 RESULTS.json: protocols run with the embedding families trained beside the
