@@ -79,9 +79,13 @@ def test_row_sparse_sgd_equals_dense_sgd_after_a_flush(family):
   # Before the flush, heads the last batches did not rate lag behind.
   assert _max_diff(dense["params"]["heads"], sparse["params"]["heads"]) > 1e-4
   sparse = flush(sparse)
-  assert _max_diff(dense["params"], sparse["params"]) < 1e-6
+  # float32 rounding, relative to the parameters' size (the embedding
+  # decoder's V is ~sqrt(H/r) = 2.8 here)
+  scale = max(1.0, max(float(np.abs(x).max())
+                       for x in jax.tree.leaves(dense["params"])))
+  assert _max_diff(dense["params"], sparse["params"]) < 1e-6 * scale
   assert _max_diff(dense["opt_state"].inner_state[0].trace["heads"]["stack"],
-                   sparse["opt_state"]["heads"]["momentum"]) < 1e-6
+                   sparse["opt_state"]["heads"]["momentum"]) < 1e-6 * scale
   np.testing.assert_array_equal(sparse["opt_state"]["heads"]["last"], 12)
 
 
