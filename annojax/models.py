@@ -29,17 +29,23 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def stacked(num: int, make, rngs: nnx.Rngs):
+  """`num` modules make(rngs) stacked with nnx.vmap, each from its own split
+  of rngs: every parameter gains a leading axis of size num."""
+
+  @nnx.split_rngs(splits=num)
+  @nnx.vmap(axis_size=num)
+  def create(rngs: nnx.Rngs):
+    return make(rngs)
+
+  return create(rngs)
+
+
 class Branches(nnx.Module):
   """D parallel 2-layer MLPs, one per emotion dimension (stacked params)."""
 
   def __init__(self, num_dims: int, hidden: int, *, rngs: nnx.Rngs):
-
-    @nnx.split_rngs(splits=num_dims)
-    @nnx.vmap(axis_size=num_dims)
-    def create(rngs: nnx.Rngs):
-      return _Mlp(hidden, rngs=rngs)
-
-    self.mlps = create(rngs)
+    self.mlps = stacked(num_dims, lambda r: _Mlp(hidden, rngs=r), rngs)
 
   def __call__(self, h: jax.Array) -> jax.Array:
     apply = nnx.vmap(lambda m, x: m(x), in_axes=(0, None), out_axes=1)
@@ -107,13 +113,8 @@ class AnnotatorHeads(nnx.Module):
 
   def __init__(self, num_heads: int, num_dims: int, hidden: int, *,
                rngs: nnx.Rngs):
-
-    @nnx.split_rngs(splits=num_heads)
-    @nnx.vmap(axis_size=num_heads)
-    def create(rngs: nnx.Rngs):
-      return Head(num_dims, hidden, rngs=rngs)
-
-    self.stack = create(rngs)
+    self.stack = stacked(num_heads,
+                         lambda r: Head(num_dims, hidden, rngs=r), rngs)
 
   @property
   def kernel(self) -> jax.Array:
@@ -167,13 +168,8 @@ class _EmbeddingTable(nnx.Module):
 
   def __init__(self, num_heads: int, rank: int, scale: float, *,
                rngs: nnx.Rngs):
-
-    @nnx.split_rngs(splits=num_heads)
-    @nnx.vmap(axis_size=num_heads)
-    def create(rngs: nnx.Rngs):
-      return _Embedding(rank, scale, rngs=rngs)
-
-    self.stack = create(rngs)
+    self.stack = stacked(num_heads,
+                         lambda r: _Embedding(rank, scale, rngs=r), rngs)
     self.mean_listener = nnx.Param(jnp.zeros((rank,)))
 
   @property

@@ -39,7 +39,8 @@ _CHUNK_FLOATS = 2 ** 26
 
 
 def family(heads: dict) -> str:
-  return "lowrank" if "basis_kernel" in heads else "embedding"
+  """lowrank or embedding, from a heads module's params."""
+  return models.family_of_params({"heads": heads})
 
 
 def table(heads: dict) -> np.ndarray:

@@ -31,6 +31,7 @@ from annojax import head_optim
 from annojax import losses
 from annojax import metrics
 from annojax import models
+from annojax import rater_embeddings
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
 
@@ -169,7 +170,6 @@ def pair_outputs(params, z, pair_clip, pair_head) -> np.ndarray:
   embedding decoder)."""
   if models.family_of_params(params) != "embedding":
     return pair_predictions(z, *head_arrays(params), pair_clip, pair_head)
-  from annojax import rater_embeddings  # pylint: disable=g-import-not-at-top
   return rater_embeddings.pair_outputs(params["heads"], z, pair_clip,
                                        pair_head)
 

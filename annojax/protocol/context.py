@@ -155,7 +155,8 @@ class Seed:
       model = (self._individual if kind == "individual" else
                replicate_model(self.config, self.workdir,
                                self.target.prepared, self.seed, kind))
-      self._families[name] = Family(self, *model)
+      self._families[name] = Family(self, *model,
+                                    own=kind == "individual")
     return self._families[name]
 
   def aggregate_on(self, embeddings) -> np.ndarray:
@@ -232,10 +233,13 @@ class Family:
   the target clips (z), the prior over embeddings and the rating noise
   (from the SOURCE's held-out ratings) its fit rule uses."""
 
-  def __init__(self, seed: Seed, graphdef, params):
+  def __init__(self, seed: Seed, graphdef, params, own: bool):
     self.seed, self.params, self.heads = seed, params, params["heads"]
-    self.z = (seed.z if params is seed.params else train.trunk_features(
-        graphdef, params, seed.target.table.embeddings))
+    # own: the seed's individual model, whose trunk features the seed
+    # computes once (z, held_z).
+    self._own = own
+    self.z = seed.z if self._own else train.trunk_features(
+        graphdef, params, seed.target.table.embeddings)
     self._graphdef = graphdef
 
   @cached
@@ -245,8 +249,8 @@ class Family:
   @cached
   def noise(self) -> float:
     held = self.seed.target.held_out
-    z_held = train.trunk_features(self._graphdef, self.params,
-                                  held["embeddings"])
+    z_held = self.seed.held_z if self._own else train.trunk_features(
+        self._graphdef, self.params, held["embeddings"])
     return rater_embeddings.residual_noise(
         self.heads, z_held, held["pair_clip"], held["pair_annotator"],
         held["pair_values"])
