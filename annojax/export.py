@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from annojax import blend as blend_lib
+from annojax import distributions
 from annojax import enroll as enroll_lib
 from annojax import losses
 from annojax import models
@@ -35,6 +36,7 @@ from annojax import rater_embeddings
 from annojax import train
 from annojax.data import pipeline
 from annojax.data import prepare as prepare_lib
+from annojax.protocol import rating_distributions
 from annojax.protocol import source
 
 # 2: adds the feature standardizer. Version-1 bundles (trained on raw
@@ -93,6 +95,17 @@ class Bundle:
 
   def heads(self) -> tuple[np.ndarray, np.ndarray]:
     return train.head_arrays(self.params)
+
+  def distribution(self, z) -> distributions.Mixture | None:
+    """Each clip's rating distribution (trunk features z [C, D, H]): the
+    KDE of every head's prediction (rating_distributions.heads_kde); None
+    for bundles without it (exported before it, categorical, or of the
+    embedding decoder)."""
+    d = self.info.get("distribution")
+    if d is None:
+      return None
+    return distributions.Mixture.heads(z, *self.heads(), d[
+        "annotator_weights"], d["width"], d["shrink"])
 
   def scores(self, z, clip_lists, rating_lists, score, names):
     """(scores [N, A], clips, ratings, mask): every pre-trained annotator
@@ -205,6 +218,8 @@ def export(config, workdir: str, prepared, path: str | None = None,
     info["posterior"] = {
         "temperature": tuned.temperature, "noise": tuned.noise,
         "tuned_on": f"{tuned.annotators} source held-out annotators"}
+    info["distribution"] = _distribution_info(config, prepared, held, z_held,
+                                              kernel, bias)
     if os.path.isdir(train.model_dir(workdir, "aggregate")):
       agg = train.load_best(config, workdir, "aggregate", prepared)
       items["aggregate"] = ocp.args.StandardSave(agg[1])
@@ -215,6 +230,26 @@ def export(config, workdir: str, prepared, path: str | None = None,
   ckptr.save(path, args=ocp.args.Composite(**items), force=True)
   ckptr.close()
   return path
+
+
+def _distribution_info(config, prepared, held, z_held, kernel, bias) -> dict:
+  """The rating distribution's KDE of heads as the protocol sets it up
+  (protocol/rating_distributions.py: weights, and the width with the
+  lowest NLL of the source's held-out ratings)."""
+  cfg = config.eval.distribution
+  train_table = pipeline.load_table(prepared.source, "train")
+  weights = distributions.annotator_weights(
+      cfg.weights, train_table.pair_annotator, len(kernel))
+  tune = rating_distributions.rated_clips(
+      rating_distributions.dist_table(held), 1, cfg.tune_clips)
+  got = distributions.choose_width_and_shrink(
+      lambda h, k: distributions.Mixture.heads(z_held[tune.clips], kernel,
+                                               bias, weights, h, k),
+      distributions.detect_scale(train_table.pair_values), tune.rating_clip,
+      tune.y, cfg.widths, cfg.shrinks)
+  return {"width": got["width"].tolist(), "shrink": got["shrink"].tolist(),
+          "weights": cfg.weights, "annotator_weights": weights.tolist(),
+          "tuned_on": f"{len(tune.clips)} source held-out clips"}
 
 
 def _blend_info(config, held, z_held, aggregate, kernel, bias, tuned

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -127,3 +129,55 @@ def scale_use(stats: dict, path: str):
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+_DISTRIBUTIONS = {"heads_kde": ("individual model (KDE of heads)", "C0"),
+                  "aggregate_sd": ("aggregate + global s.d.", "black"),
+                  "aggregate_spread": ("aggregate + spread output", "C2"),
+                  "source_distribution": ("source distribution", "0.55")}
+
+
+def rating_distributions(data: dict, dims, out_dir: str):
+  """distribution_examples.png: predicted vs empirical rating distributions
+  of a few target clips (rows: clips from the least to the most
+  disagreed-on; bars: the clip's ratings), and sd_predicted_vs_actual.png:
+  each row's predicted s.d. against the s.d. of each clip's ratings
+  (rating_distributions.plot_data)."""
+  edges, rows = data["edges"], data["rows"]
+  x = (data["levels"] if data["levels"] is not None
+       else (edges[1:] + edges[:-1]) / 2)
+  width = np.diff(edges).min() * (0.8 if data["levels"] is None else 0.4)
+  n = len(data["clip_ids"])
+  fig, axes = plt.subplots(n, len(dims), squeeze=False,
+                           figsize=(4.6 * len(dims), 2.1 * n))
+  for i, clip in enumerate(data["clip_ids"]):
+    for j, d in enumerate(dims):
+      ax = axes[i][j]
+      ax.bar(x, data["empirical"][i, j], width=width, color="0.85",
+             label="the clip's ratings")
+      for row, (label, color) in _DISTRIBUTIONS.items():
+        if row in rows:
+          ax.plot(x, rows[row]["masses"][i, j], marker=".", color=color,
+                  lw=1.4, label=label)
+      ax.set_title(f"{clip} ({data['counts'][i]} ratings): {d}", fontsize=8)
+      ax.tick_params(labelsize=7)
+  _legend_and_save(fig, axes, os.path.join(out_dir,
+                                            "distribution_examples.png"),
+                   ncol=3, bottom=0.6 / n)
+  fig, axes = plt.subplots(1, len(dims), figsize=(5 * len(dims), 4.6),
+                           squeeze=False)
+  for j, d in enumerate(dims):
+    ax, truth = axes[0][j], data["sd_true"][:, j]
+    for row, (label, color) in _DISTRIBUTIONS.items():
+      if row in rows and row != "source_distribution":
+        ax.scatter(truth, rows[row]["sd"][:, j], s=5, alpha=0.5,
+                   color=color, label=label)
+    top = np.nanmax(truth)
+    ax.plot([0, top], [0, top], ":", color="0.4", lw=1, label="identity")
+    ax.set_xlabel("s.d. of the clip's ratings")
+    ax.set_ylabel("predicted s.d.")
+    ax.set_title(d)
+    ax.grid(alpha=0.3)
+  _legend_and_save(fig, axes, os.path.join(out_dir,
+                                            "sd_predicted_vs_actual.png"),
+                   ncol=2, bottom=0.16)

@@ -41,6 +41,7 @@ import numpy as np
 
 from annojax import adaptive
 from annojax import blend
+from annojax import distributions
 from annojax import enroll as enroll_lib
 from annojax import export
 from annojax import metrics
@@ -590,8 +591,50 @@ def run_predict(config, workdir: str) -> str:
                     *[f"{v:.6g}" for v in srow]])
   logging.info("wrote predictions of %d annotators on %d clips to %s",
                len(names), len(ids), path)
+  if p.distribution:
+    _write_distributions(out_dir, bundle, ids, z,
+                         None if bundle.categorical else (lo, hi))
   if clipped:
     logging.info("%d of %d predicted values (%.2f%%) lay outside the rating "
                  "scale and were clipped to it (config.predict.clip)",
                  clipped, total, 100.0 * clipped / total)
+  return path
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def _write_distributions(out_dir, bundle, ids, z, scale) -> str:
+  """distributions.csv (module doc): per clip and dimension the predicted
+  rating distribution's mean, s.d. and quantiles, on [-1, 1] and scaled."""
+  mix = None if bundle.categorical else bundle.distribution(z)
+  if mix is None:
+    raise ValueError(
+        "config.predict.distribution: this bundle has no rating "
+        "distribution (bundle info 'distribution': dimensional bundles of "
+        "linear heads exported by this annojax); export it again, or leave "
+        "config.predict.distribution off")
+  # The bundle's scale may not be the one predicted on: quantiles from the
+  # continuous distribution, not from a Likert scale's levels.
+  flat = distributions.Scale()
+  mean, sd = distributions.spread(mix, flat)
+  q = distributions.quantiles(mix, flat, QUANTILES)  # [C, D, Q]
+  lo, hi = scale
+  half = (hi - lo) / 2
+  names = ["mean", "sd"] + [f"q{round(100 * v):02d}" for v in QUANTILES]
+  values = np.concatenate([mean[..., None], sd[..., None], q], -1)
+  scaled = np.concatenate([ratings_lib.unscale(mean, lo, hi)[..., None],
+                           sd[..., None] * half,
+                           ratings_lib.unscale(q, lo, hi)], -1)
+  path = os.path.join(out_dir, "distributions.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["clip"] + [f"{d}_{n}" for d in bundle.dims for n in names]
+               + [f"{d}_{n}_scaled" for d in bundle.dims for n in names])
+    for c, v, s in zip(ids, values, scaled):
+      w.writerow([c, *[f"{x:.6g}" for x in v.ravel()],
+                  *[f"{x:.6g}" for x in s.ravel()]])
+  logging.info("wrote the rating distributions of %d clips to %s (KDE of "
+               "%d heads, widths %s)", len(ids), path,
+               len(bundle.annotator_ids), bundle.info["distribution"]["width"])
   return path

@@ -166,6 +166,22 @@ def get_config():
   config.eval.embedding_fit_lr = 1.0
   # Annotators need this many test ratings to enter CCC_ind.
   config.eval.min_test = 2
+  # Rating distributions (annojax/distributions.py; the protocol's
+  # distribution rows, protocol/rating_distributions.py): scored on target
+  # clips with >= min_ratings ratings. The individual model's KDE weighs
+  # each pre-trained annotator by their share of the source's training
+  # ratings ("activity": a random rating comes from an active annotator
+  # more often) or counts each once ("uniform"); kernel widths (on [-1, 1])
+  # and the heads' shrink toward their mean (a head fit to few ratings is
+  # partly noise) are chosen from `widths` and `shrinks` by the NLL of the
+  # source's held-out ratings (at most tune_clips of its clips). Continuous
+  # scales: JSD over `bins` equal bins (Likert scales, up to 21 evenly
+  # spaced values: their levels).
+  config.eval.distribution = ml_collections.ConfigDict(dict(
+      min_ratings=5, weights="activity",
+      widths=(0.01, 0.02, 0.04, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.35,
+              0.4, 0.5, 0.6, 0.8, 1.2),
+      shrinks=(0.5, 0.75, 1.0), bins=10, tune_clips=1000, plot_clips=6))
 
   # --mode=features: audio -> <workdir>/features.npz (or `out`).
   config.features = ml_collections.ConfigDict()
@@ -231,4 +247,8 @@ def get_config():
   # predict: clip predictions to the rating scale ([-1, 1] and
   # config.predict.scale); False writes the heads' raw linear outputs.
   config.predict.clip = True
+  # predict: also <workdir>/predict/distributions.csv, each clip's predicted
+  # rating distribution (the KDE of every head, as the protocol's heads_kde:
+  # mean, s.d. and quantiles 5-95% per dimension).
+  config.predict.distribution = False
   return config

@@ -180,6 +180,58 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   np.testing.assert_allclose(got, 1 + (raw + 1) * 3, rtol=1e-4, atol=1e-4)
 
 
+def test_predict_writes_each_clips_rating_distribution(
+    trained_tiny, tiny_config, bundle_dir, tmp_path):
+  """config.predict.distribution: distributions.csv holds each clip's KDE of
+  every head (weights: the annotators' source training ratings; the width
+  and shrink toward the heads' mean the bundle chose on the source), its mean, s.d. and quantiles recomputed
+  here with scipy's truncated normal, on [-1, 1] and on the 1-7 scale."""
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  _, _, prepared = trained_tiny
+  b = export.load(bundle_dir)
+  info = b.info["distribution"]
+  src = pipeline.load_table(prepared.source, "train")
+  np.testing.assert_array_equal(info["annotator_weights"], np.bincount(
+      src.pair_annotator, minlength=len(b.annotator_ids)))
+  ids, emb = _write_inputs(tmp_path, b, 3)
+  workdir = str(tmp_path / "work")
+  jobs.run(_predict_config(tiny_config, bundle_dir, tmp_path, "enroll"),
+           workdir)
+  c = _predict_config(tiny_config, bundle_dir, tmp_path, "predict")
+  c.predict.distribution = True
+  jobs.run(c, workdir)
+  with open(os.path.join(workdir, "predict", "distributions.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["clip"] for r in rows] == list(ids)
+  kernel, bias = b.heads()
+  heads = np.einsum("cdh,adh->cad", b.features(emb), kernel) + bias
+  w = np.asarray(info["annotator_weights"], float)
+  w /= w.sum()
+  mean = np.einsum("a,cad->cd", w, heads)[:, None]
+  heads = np.clip(mean + np.asarray(info["shrink"]) * (heads - mean), -1, 1)
+  for i in (0, 7, len(ids) - 1):
+    for j, d in enumerate(b.dims):
+      s = info["width"][j]
+      parts = [stats.truncnorm((-1 - m) / s, (1 - m) / s, loc=m, scale=s)
+               for m in heads[i, :, j]]
+      mean = sum(wk * p.mean() for wk, p in zip(w, parts))
+      second = sum(wk * (p.var() + p.mean() ** 2) for wk, p in zip(w, parts))
+      got = {k: float(rows[i][f"{d}_{k}"]) for k in
+             ("mean", "sd", "q05", "q50", "q95")}
+      assert got["mean"] == pytest.approx(mean, abs=1e-4)
+      assert got["sd"] == pytest.approx(np.sqrt(second - mean ** 2),
+                                        abs=1e-4)
+      for q in (5, 50, 95):
+        root = optimize.brentq(lambda x, q=q: sum(
+            wk * p.cdf(x) for wk, p in zip(w, parts)) - q / 100, -1, 1)
+        assert got[f"q{q:02d}"] == pytest.approx(root, abs=3e-3)
+      assert float(rows[i][f"{d}_sd_scaled"]) == pytest.approx(
+          3 * got["sd"], rel=1e-4)
+      assert float(rows[i][f"{d}_q50_scaled"]) == pytest.approx(
+          1 + 3 * (got["q50"] + 1), rel=1e-4)
+
+
 def test_blended_enrollment_is_the_default_and_predict_serves_it(
     tiny_config, bundle_dir, tmp_path):
   """The default rule: enroll writes each annotator's blended head and

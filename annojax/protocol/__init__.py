@@ -8,4 +8,5 @@
   summary.py           metrics per run, mean / std and paired tests
   tables.py            results.md
   adaptive_compare.py  adaptive vs random enrollment clips
+  rating_distributions.py  rows predicting each clip's rating distribution
 """

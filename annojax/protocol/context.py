@@ -62,6 +62,11 @@ class Target:
                                       t.pair_values)
 
   @cached
+  def source_train(self):
+    """The source's training split (the rating distributions' baselines)."""
+    return pipeline.load_table(self.prepared.source, "train")
+
+  @cached
   def held_packed(self):
     """Every source held-out rating, by rater (aggregate_rescaled)."""
     h = self.held_out
@@ -161,6 +166,10 @@ class Seed:
 
   def aggregate_on(self, embeddings) -> np.ndarray:
     return train.consensus_outputs(*self._aggregate, embeddings)
+
+  def aggregate_trunk(self, embeddings) -> np.ndarray:
+    """The consensus model's trunk features [C, D, H] on embeddings."""
+    return train.trunk_features(*self._aggregate, embeddings)
 
   @cached
   def mean_clip(self) -> np.ndarray:

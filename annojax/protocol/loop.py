@@ -30,6 +30,7 @@ from annojax.protocol import adaptive_compare
 from annojax.protocol import context
 from annojax.protocol import diagnostic
 from annojax.protocol import folds
+from annojax.protocol import rating_distributions
 from annojax.protocol import rows as rows_lib
 from annojax.protocol import summary
 from annojax.protocol import tables
@@ -46,6 +47,12 @@ class _Collected:
   tuned: list = dataclasses.field(default_factory=list)
   rescale: list = dataclasses.field(default_factory=list)
   blend: list = dataclasses.field(default_factory=list)
+  # Rating distributions: row -> {(seed, 0): metrics}; what each seed
+  # tuned; the first seed's clips and plot data.
+  distributions: dict = dataclasses.field(default_factory=dict)
+  distribution_tuned: list = dataclasses.field(default_factory=list)
+  distribution_facts: dict = dataclasses.field(default_factory=dict)
+  distribution_plot: dict = dataclasses.field(default_factory=dict)
   folds: int = 0
   heads: int = 0
 
@@ -70,6 +77,9 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   results = _results(target, got, sizes)
   if jax.process_index() == 0:  # every process computed the same results
     _write(results, os.path.join(workdir, "eval"), config.eval, sizes)
+    if got.distribution_plot:
+      plots.rating_distributions(got.distribution_plot, target.columns,
+                                 os.path.join(workdir, "eval"))
   return results
 
 
@@ -97,6 +107,8 @@ def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
     got.pooled.setdefault(row, {})[(seed.seed, 0)] = summary.score_row(
         np.concatenate([p for _, p in parts]), target.table,
         np.concatenate([r for r, _ in parts]), target.categorical)
+  if any(r.output == rows_lib.DISTRIBUTION for r in selected):
+    _distributions(seed, selected, got)
   # What the seed learnt on the source, where a row used it.
   if "tuned" in vars(seed):
     got.tuned.append(dataclasses.asdict(seed.tuned))
@@ -106,6 +118,17 @@ def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
   if "blend" in vars(seed):
     got.blend.append({"seed": seed.seed, **seed.blend.to_json()})
   got.folds, got.heads = len(runs), seed.num_heads
+
+
+def _distributions(seed: context.Seed, selected, got: _Collected):
+  cells, d, mixtures = rating_distributions.evaluate_seed(seed, selected)
+  for row, c in cells.items():
+    got.distributions.setdefault(row, {})[(seed.seed, 0)] = c
+  got.distribution_tuned.append({"seed": seed.seed, **d.tuned})
+  if not got.distribution_facts:
+    got.distribution_facts = rating_distributions.facts(d)
+    got.distribution_plot = rating_distributions.plot_data(
+        d, mixtures, seed.ev.distribution.plot_clips)
 
 
 def _record_type_match(ctx: context.Fold, type_match: dict):
@@ -139,6 +162,10 @@ def _results(target: context.Target, got: _Collected, sizes) -> dict:
                 "runs"], sizes, columns)
         for which, part in (("per_fold", results),
                             ("pooled", results["pooled"]))}
+  if got.distributions:
+    results["distributions"] = rating_distributions.summarize(
+        got.distributions, columns, ev.seeds, got.distribution_facts,
+        got.distribution_tuned)
   results["protocol"] = _protocol_facts(target, got, metric_names)
   check = diagnostic.distinguishable(results)
   if check is not None:

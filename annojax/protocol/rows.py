@@ -22,6 +22,12 @@ ctx.seed.kernel), "aggregate" (nothing more) or an annotator family
 (models.FAMILIES: ctx.seed.family(name)); a row is selected by default
 where the workdir has that model (context.families).
 
+output=DISTRIBUTION: the row predicts each target clip's rating
+distribution instead (a function of a rating_distributions.SeedClips
+returning a distributions.Mixture); those rows are scored once per seed,
+not per fold, in their own table, against aggregate_sd
+(protocol/rating_distributions.py).
+
 Each embedding family (lowrank, embedding; models.py) adds four rows:
 <family>_copy@k and <family>_fit@k (rater_embeddings.py), and the LDNet
 inference modes <family>_mean_listener and <family>_all_listeners.
@@ -50,6 +56,10 @@ from annojax.protocol import folds
 
 ADAPTIVE = "adaptive_"  # name prefix of rows on adaptively chosen clips
 RATINGS, CATEGORICAL = "ratings", "categorical"
+# What a row returns: a prediction per test pair, or a rating distribution
+# per target clip (protocol/rating_distributions.py).
+PAIRS, DISTRIBUTION = "pairs", "distribution"
+DISTRIBUTION_REFERENCE = "aggregate_sd"  # its tests' reference
 SECTIONS = ("baseline", "rule", "bound", "chance")
 
 
@@ -63,6 +73,7 @@ class Row:
   kinds: tuple[str, ...]
   section: str
   model: str = "heads"
+  output: str = PAIRS
 
 
 REGISTRY: dict[str, Row] = {}
@@ -70,7 +81,7 @@ REGISTRY: dict[str, Row] = {}
 
 def register(name: str, *, doc: str, per_k: bool = False,
              adaptive: bool = False, kinds=(RATINGS, CATEGORICAL),
-             section: str = "", model: str = "heads"):
+             section: str = "", model: str = "heads", output: str = PAIRS):
   """Decorator: registers fn(ctx) (per_k: fn(ctx, enrollment)) as a row."""
   section = section or ("rule" if per_k else "baseline")
   if section not in SECTIONS or "@" in name or name.startswith(ADAPTIVE):
@@ -81,7 +92,7 @@ def register(name: str, *, doc: str, per_k: bool = False,
 
   def add(fn):
     REGISTRY[name] = Row(name, fn, doc, per_k, adaptive, tuple(kinds),
-                         section, model)
+                         section, model, output)
     return fn
   return add
 
@@ -112,6 +123,8 @@ def select(names, categorical: bool, models=None) -> list[Row]:
              if need == "heads" else
              f"add {need!r} to config.train.models"))
   wanted = set(names) | {"aggregate"}
+  if any(REGISTRY[n].output == DISTRIBUTION for n in names):
+    wanted.add(DISTRIBUTION_REFERENCE)
   return [r for r in REGISTRY.values() if r.name in wanted]
 
 
@@ -119,6 +132,7 @@ def predict(ctx, selected: list[Row], adaptive_sizes) -> dict:
   """Every selected row's predictions on the fold's test pairs, by row
   name: rows without k, then each enrollment size, then the adaptive
   sets."""
+  selected = [r for r in selected if r.output == PAIRS]
   out = {r.name: r.fn(ctx) for r in selected if not r.per_k}
   for k in ctx.ev.enroll_sizes:
     for r in selected:

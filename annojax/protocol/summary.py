@@ -62,8 +62,10 @@ def _test_units(n_runs: int, n_seeds: int) -> dict:
 
 
 def summarize(cells: dict[str, dict], dims,
-              metric_names=DIMENSIONAL_METRICS) -> dict:
-  """Mean/std over runs + paired tests vs the aggregate row.
+              metric_names=DIMENSIONAL_METRICS,
+              reference: str = "aggregate") -> dict:
+  """Mean/std over runs + paired tests vs the aggregate row (or another
+  reference row).
 
   cells[row] maps a run key (seed, fold) to that run's metrics. Runs are
   paired with the aggregate's by key (never by position), every row must
@@ -73,14 +75,14 @@ def summarize(cells: dict[str, dict], dims,
   n = seeds; seeds are independent replicates, folds within a seed share
   the pre-trained models).
   """
-  base_runs = cells["aggregate"]
+  base_runs = cells[reference]
   keys = sorted(base_runs)
   seed_of = np.array([k[0] for k in keys])
   seeds = np.unique(seed_of)
   for row, runs in cells.items():
     if sorted(runs) != keys:
-      raise ValueError(f"row {row!r} has runs {sorted(runs)}, the aggregate "
-                       f"row {keys}: runs cannot be paired")
+      raise ValueError(f"row {row!r} has runs {sorted(runs)}, the "
+                       f"{reference} row {keys}: runs cannot be paired")
   rows = {}
   for row, runs in cells.items():
     entry = {}
@@ -91,22 +93,22 @@ def summarize(cells: dict[str, dict], dims,
           np.array([np.nanmean(v[seed_of == s], 0) for s in seeds])
           for v in (vals, base))
       entry[metric] = {d: _cell(vals[:, j], base[:, j], by_seed[:, j],
-                                base_seed[:, j], keys, row != "aggregate")
+                                base_seed[:, j], keys, row != reference)
                        for j, d in enumerate(dims)}
     rows[row] = entry
   tests = _test_units(len(keys), len(seeds))
-  tests["correction"] = adjust_table(rows)
+  tests["correction"] = adjust_table(rows, reference)
   return {"rows": rows, "tests": tests}
 
 
 TESTS = ("t_p", "wilcoxon_p", "seed_t_p")
 
 
-def adjust_table(rows: dict) -> dict:
+def adjust_table(rows: dict, reference: str = "aggregate") -> dict:
   """Adds <test>_adjusted beside each p-value of the table: adjusted over
   the family of every comparison of that test in the table (each row but
   the aggregate x metric x column; metrics.adjust_p). -> what was done."""
-  cells = [c for row, e in rows.items() if row != "aggregate"
+  cells = [c for row, e in rows.items() if row != reference
            for by_dim in e.values() for c in by_dim.values()]
   return {"method": metrics.CORRECTION,
           "family": "every comparison of the same test in this table",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from annojax import distributions as dist_lib
 from annojax import metrics
 from annojax.data import prepare as prepare_lib
 from annojax.protocol import adaptive_compare
@@ -9,7 +10,9 @@ from annojax.protocol import rows as rows_lib
 from annojax.protocol import summary
 
 _LABEL = {"ccc_ind": "CCC_ind", "ccc_con": "CCC_con",
-          "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind"}
+          "agreement_ind": "agreement_ind", "loglik_ind": "loglik_ind",
+          "nll": "NLL", "jsd": "JSD", "sd_ccc": "s.d. CCC",
+          "coverage_50": "cov50", "coverage_90": "cov90"}
 
 
 def row_order(names) -> list[str]:
@@ -161,4 +164,49 @@ def to_markdown(results: dict) -> str:
           "CCC_ind" if names[0] == "ccc_ind" else names[0])
   if "type_match" in results:
     lines += _type_match(results["type_match"])
+  if "distributions" in results:
+    lines += distribution_markdown(results["distributions"], dims)
   return "\n".join(lines) + "\n"
+
+
+def distribution_markdown(part: dict, dims) -> list[str]:
+  """The rating-distribution table (protocol/rating_distributions.py), its
+  legend, and the individual model against each other row."""
+  f, n = part["facts"], part["tests"]["runs"]["n"]
+  per = f["ratings_per_clip"]
+  test = (f"`*^` / `*v`: paired t-test over seeds (n = {n}) vs "
+          f"{rows_lib.DISTRIBUTION_REFERENCE}, {_level(part['tests'])}"
+          if n >= metrics.MIN_PAIRS else
+          f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}")
+  lines = ["", f"## Rating distributions: {f['clips']} target clips with >= "
+           f"{f['min_ratings']} ratings ({f['ratings']} ratings; per clip "
+           f"median {per['median']:g}, {per['min']}-{per['max']}); target "
+           f"scale {f['target_scale']}", "",
+           "Per clip and dimension, a predicted distribution of its ratings "
+           "on the scale. NLL: negative log-likelihood of the clips' ratings "
+           "(nats per rating: of the rated level on a Likert scale, else a "
+           "density on [-1, 1]), lower is better; JSD: Jensen-Shannon "
+           "divergence (bits) to each clip's histogram of ratings (cells: "
+           f"{f['jsd_cells']}), lower is better; s.d. CCC: predicted vs "
+           "actual s.d. of each clip's ratings (predicting disagreement), "
+           "higher is better; cov50 / cov90: share of ratings inside the "
+           "central 50% / 90% predicted interval, nearer 0.50 / 0.90 is "
+           "better (on a Likert scale the interval's ends are levels, so a "
+           "calibrated distribution covers at least that share). Widths and "
+           "the spread output are tuned on the source's held-out clips. Mean "
+           f"+- std over seeds; {test}.", ""]
+  lines += _table(part["rows"], list(dist_lib.METRICS), dims, seed_mark=False)
+  lines += [""] + [f"- {k}: {rows_lib.REGISTRY[k].doc}"
+                   for k in row_order(part["rows"])
+                   if k in rows_lib.REGISTRY]
+  if "model_vs" in part:
+    lines += ["", "The individual model (heads_kde) minus each other row, "
+              "mean paired difference over seeds (raw paired t-test p):", "",
+              "| heads_kde vs | " + " | ".join(
+                  f"{_LABEL[m]} {d}" for m in dist_lib.METRICS for d in dims)
+              + " |", "|" + "---|" * (1 + len(dist_lib.METRICS) * len(dims))]
+    for other, cells in part["model_vs"].items():
+      lines.append(f"| {other} | " + " | ".join(
+          f"{cells[m][d]['difference']:+.3f} (p {cells[m][d]['t_p']:.3g})"
+          for m in dist_lib.METRICS for d in dims) + " |")
+  return lines
