@@ -67,21 +67,22 @@ def table(results) -> str:
 
 def facts(args, results) -> str:
   lines = ["| results | clips (ratings per clip) | target scale | "
-           "source scale | KDE weights | heads_kde width | "
-           "source_distribution width |", "|---|---|---|---|---|---|---|"]
+           "source scale | KDE weights | heads_kde width | heads_kde shrink "
+           "| source_distribution width |",
+           "|---|---|---|---|---|---|---|---|"]
   for path, r in zip(args.results, results):
     f, tuned = r["distributions"]["facts"], r["distributions"]["tuned"]
     per = f["ratings_per_clip"]
 
-    def widths(row):
-      w = [t[row]["width"] for t in tuned if row in t]
+    def widths(row, key="width"):
+      w = [t[row][key] for t in tuned if row in t]
       return ("; ".join(",".join(f"{v:g}" for v in x) for x in w)
               if w else "-")
     lines.append(
         f"| {path} | {f['clips']} (median {per['median']:g}, "
         f"{per['min']}-{per['max']}) | {f['target_scale']} | "
         f"{f['source_scale']} | {f['weights']} | {widths(MODEL)} | "
-        f"{widths('source_distribution')} |")
+        f"{widths(MODEL, 'shrink')} | {widths('source_distribution')} |")
   return "\n".join(lines)
 
 
@@ -90,8 +91,8 @@ def main():
   text = "\n".join([
       f"# {args.title}", "", table(results), "",
       "What each results file scored (target clips with enough ratings) "
-      "and the kernel widths (per seed, per dimension) chosen on the "
-      "source's held-out ratings:", "", facts(args, results)]) + "\n"
+      "and the kernel widths and heads' shrinks (per seed, per dimension) "
+      "chosen on the source's held-out ratings:", "", facts(args, results)]) + "\n"
   report.emit(text, args.out)
 
 

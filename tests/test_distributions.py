@@ -239,3 +239,15 @@ def test_annotator_weights_and_bad_setting():
       dist.annotator_weights("uniform", pair_annotator, 5), np.ones(5))
   with pytest.raises(ValueError, match="config.eval.distribution.weights"):
     dist.annotator_weights("by_speaker", pair_annotator, 5)
+
+
+def test_rated_clips_keeps_clips_with_enough_ratings():
+  from annojax.protocol import rating_distributions  # pylint: disable=g-import-not-at-top
+  counts = [4, 5, 6, 0, 5]
+  pair_clip = np.repeat(np.arange(5), counts)
+  y = np.arange(len(pair_clip), dtype=np.float32)[:, None] * [1, -1]
+  table = rating_distributions.PairTable(np.arange(5), pair_clip, y)
+  got = rating_distributions.rated_clips(table, 5)
+  np.testing.assert_array_equal(got.clips, [1, 2, 4])
+  np.testing.assert_array_equal(np.bincount(got.rating_clip), [5, 6, 5])
+  np.testing.assert_array_equal(got.y, y[np.isin(pair_clip, [1, 2, 4])])

@@ -137,12 +137,14 @@ class SeedClips:
 def dist_table(held: dict):
   """The source's held-out material as a table-like object (pair_clip,
   pair_values, clip_ids)."""
-  return _Table(np.arange(len(held["embeddings"])), held["pair_clip"],
+  return PairTable(np.arange(len(held["embeddings"])), held["pair_clip"],
                 held["pair_values"])
 
 
 @dataclasses.dataclass(frozen=True)
-class _Table:
+class PairTable:
+  """What rated_clips reads of a table: clip ids, each rating's clip and
+  values."""
   clip_ids: np.ndarray
   pair_clip: np.ndarray
   pair_values: np.ndarray
