@@ -8,7 +8,9 @@
 # Writes WORKDIR/eval/results.{md,json} and ccc_ind_vs_k.png and copies the
 # table to bench/results/accuracy_<config>.md (and the blended rule's table
 # to bench/results/blend_<config>.md, and the annotator families' to
-# bench/results/families_<config>.md, bench/families.sh). Then, when ../shared/data holds
+# bench/results/families_<config>.md, bench/families.sh, and the rating
+# distributions' to bench/results/distributions_<config>.md,
+# bench/distributions.sh). Then, when ../shared/data holds
 # CREMA-D with per-rater responses and audio, runs configs/crema_d.py on it
 # (features -> all); otherwise says why it is skipped.
 set -euo pipefail
@@ -26,6 +28,10 @@ python bench/blend_table.py "$workdir/eval/results.json" \
 # evaluation replaces WORKDIR/eval; the tables above are copied already).
 bash bench/families.sh "$config" "$workdir" \
   "bench/results/families_$(basename "$config" .py).md" auto
+# Rating distributions (the protocol's distribution rows alone; replaces
+# WORKDIR/eval again, with its distribution plots).
+bash bench/distributions.sh "$config" "$workdir" \
+  "bench/results/distributions_$(basename "$config" .py).md"
 
 crema=../shared/data/crema_d
 if [[ -f "$crema/finishedResponses.csv" && -d "$crema/AudioWAV" ]]; then

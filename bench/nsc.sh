@@ -12,7 +12,9 @@
 # (bench/results/nsc_consensus_heads.md); shrunk per-listener calibration
 # (bench/results/nsc_calibration.md); the blended rule's table
 # (bench/results/blend_nsc.md); the annotator families beside the heads
-# (bench/results/families_nsc.md, bench/families.sh).
+# (bench/results/families_nsc.md, bench/families.sh); the rating
+# distributions (bench/results/distributions_nsc.md,
+# bench/distributions.sh).
 # bench/nsc_table.py combines the runs into bench/results/nsc.md (per-fold
 # and pooled CCC_ind, every row, both dimensions; adaptive vs random
 # enrollment clips, with bench/results/nsc_adaptive.png); each run's own table is
@@ -53,6 +55,17 @@ done
 python bench/families_table.py "${fam[@]}" --unit=pooled \
   --title="Heads or embeddings? NSC (bench/nsc.sh: 3 listener x speaker partitions x 3 seeds, pooled CCC_ind)" \
   --out=bench/results/families_nsc.md
+# Rating distributions: the distribution rows on each partition (replaces
+# its eval/ again), one table over the 9 replicates.
+dist=()
+for p in 0 1 2; do
+  bash bench/distributions.sh configs/nsc.py "$work/p$p" "" \
+    --config.data.partition_seed=$p
+  dist+=("$work/p$p/eval/results.json")
+done
+python bench/distributions_table.py "${dist[@]}" \
+  --title="Rating distributions: NSC (bench/nsc.sh: 3 listener x speaker partitions x 3 seeds)" \
+  --out=bench/results/distributions_nsc.md
 # Heads that share strength (config.model.head_shrinkage), same partitions.
 shrunk=()
 for p in 0 1 2; do
