@@ -39,4 +39,7 @@ def get_config():
   config.eval.adaptive_sizes = (5, 20)
   config.eval.finetune_steps = 10
   config.eval.head_chunk = 64
+  # Rating distributions: fewer kernel widths and shrinks to choose from.
+  config.eval.distribution.widths = (0.05, 0.1, 0.2, 0.3, 0.5)
+  config.eval.distribution.shrinks = (0.5, 1.0)
   return config

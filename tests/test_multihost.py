@@ -76,7 +76,7 @@ def test_two_processes_match_one_on_the_whole_job(tmp_path):
   with open(os.path.join(multi, "eval", "results.json")) as f:
     r2 = json.load(f)
   t1, t2 = r1["rows"], r2["rows"]
-  assert set(t1) == set(t2) and len(t1) > 10
+  assert set(t1) == set(t2) and "blended@all" in t1
   for row in ("aggregate_sd", "heads_kde"):
     for d in ("activation", "valence"):
       np.testing.assert_allclose(

@@ -130,6 +130,12 @@ def _aggregate_clip(config, workdir, prepared, table):
                    k[0]) + b[0]
 
 
+# The rating-distribution rows (protocol/rating_distributions.py, imported
+# by the loop: registered after rows.py's own).
+DISTRIBUTION_ROWS = ["aggregate_sd", "aggregate_spread", "source_distribution",
+                     "heads_kde"]
+
+
 def test_rows_selection_per_loss_and_mistakes(registry):
   del registry
   heads = {"aggregate", "heads"}  # a workdir of the paper's models
@@ -137,16 +143,20 @@ def test_rows_selection_per_loss_and_mistakes(registry):
   assert ratings == [
       "aggregate", "aggregate_rescaled", "mean_heads", "random_head",
       "oracle", "oracle_chance", "oracle_calibrated", "most_similar",
-      "mixture", "eb", "linear_fit", "calibrated", "finetune", "blended"]
+      "mixture", "eb", "linear_fit", "calibrated", "finetune", "blended",
+  ] + DISTRIBUTION_ROWS
   # An embedding family trained beside them adds its four rows; a workdir
   # whose individual model is that family has no heads rows.
   family = ["embedding_copy", "embedding_fit", "embedding_mean_listener",
             "embedding_all_listeners"]
   assert [r.name for r in rows.select((), False, heads | {"embedding"})
-          ] == ratings + family
+          ] == ratings[:-4] + family + DISTRIBUTION_ROWS
   assert [r.name for r in rows.select((), False, {"aggregate", "embedding"})
           ] == ["aggregate", "aggregate_rescaled", "oracle_calibrated",
-                "linear_fit", "calibrated"] + family
+                "linear_fit", "calibrated"] + family + DISTRIBUTION_ROWS[:3]
+  # A distribution row brings its tests' reference, aggregate_sd.
+  assert [r.name for r in rows.select(("heads_kde",), False)] == [
+      "aggregate", "aggregate_sd", "heads_kde"]
   # Class heads: their own rows only (no rescaling, linear fit, mixture...).
   assert [r.name for r in rows.select((), categorical=True)] == [
       "aggregate", "mean_heads", "random_head", "oracle", "oracle_chance",
