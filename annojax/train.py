@@ -218,6 +218,27 @@ def step_function(config, meta, kind: str, graphdef, tx, seed: int):
                            **_head_rule(config))
 
 
+def multi_step_function(step):
+  """Several steps in one call: `step` scanned (lax.scan) over a block of
+  batches stacked on a leading axis [K, B, ...] -> (state, each step's
+  measurements stacked [K]). One dispatch runs K steps, so on an
+  accelerator a step costs what the model costs, not a host round trip
+  (config.train.steps_per_call)."""
+  return lambda state, block: jax.lax.scan(step, state, block)
+
+
+def blocks(batches, size: int):
+  """Groups an iterator of batches into lists of `size` (the last shorter)."""
+  group = []
+  for b in batches:
+    group.append(b)
+    if len(group) == size:
+      yield group
+      group = []
+  if group:
+    yield group
+
+
 def flush_function(config, meta, kind: str):
   """state -> state with every parameter current (before params are read);
   None for the dense update, whose state always is."""
@@ -379,8 +400,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, host = ckpts.restore(state)
     logging.info("%s: resuming after epoch %d (step %d)", kind,
                  host["epoch"], int(state["step"]))
-  step_fn = jax.jit(step_function(config, meta, kind, graphdef, tx, seed),
-                    donate_argnums=0, out_shardings=(repl, repl))
+  step = step_function(config, meta, kind, graphdef, tx, seed)
+  step_fn = jax.jit(step, donate_argnums=0, out_shardings=(repl, repl))
+  # K steps per dispatch: blocks of K batches (the epoch's last, shorter
+  # block one step at a time), the same steps in the same order.
+  per_call = int(config.train.get("steps_per_call", 1))
+  if per_call < 1:
+    raise ValueError(f"config.train.steps_per_call={per_call}: at least 1")
+  block_fn = per_call > 1 and jax.jit(multi_step_function(step),
+                                      donate_argnums=0,
+                                      out_shardings=(repl, repl))
+  block_sharding = NamedSharding(mesh, P(None, "data"))
   flush = flush_function(config, meta, kind)
   flush = flush and jax.jit(flush, donate_argnums=0, out_shardings=repl)
 
@@ -413,12 +443,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     disable=not progress_bar(config),
                     leave=False)
     losses_sum, n_steps = 0.0, 0
-    for batch in bar:
-      state, m = step_fn(state, pipeline.to_global(batch, data_sharding))
-      n_steps += 1
-      if n_steps % 50 == 0:
+    for group in blocks(bar, per_call):
+      if block_fn and len(group) == per_call:
+        block = {k: np.stack([b[k] for b in group]) for k in group[0]}
+        state, ms = block_fn(state, pipeline.to_global(block,
+                                                       block_sharding))
+        m = jax.tree.map(lambda x: x[-1], ms)
+        losses_sum += ms["loss"].sum()
+      else:
+        for batch in group:
+          state, m = step_fn(state, pipeline.to_global(batch, data_sharding))
+          losses_sum += m["loss"]
+      if (n_steps + len(group)) // 50 > n_steps // 50:
         bar.set_postfix(loss=f"{float(m['loss']):.3f}")
-      losses_sum += m["loss"]
+      n_steps += len(group)
     train_loss = float(losses_sum) / max(n_steps, 1)
     # Guard: stop loudly on divergence rather than checkpoint garbage.
     if not np.isfinite(train_loss) or not np.isfinite(float(m["grad_norm"])):

@@ -11,6 +11,8 @@ sparse layout (only the rated heads) with the optax update of every head; and
 the sparse layout with row-sparse head updates (annojax/head_optim.py), SGD
 (exact) and Adam (lazy). Every column computes the same first loss (checked).
 --profile lists the costliest XLA ops of a step (jax.profiler trace).
+--per-call=1,8,32 compares steps per dispatch (config.train.steps_per_call:
+the step scanned over blocks of batches on the device) instead.
 --families=heads,lowrank,embedding times each annotator family
 (config.model.annotators, annojax/models.py) in each column, side by side
 (columns "<family> / <variant>"; the first loss is checked within a family).
@@ -116,6 +118,42 @@ def bench(cells, batches, config, steps, rounds):
               / float(np.median(runs[c][3])), *out[c]) for c in cells}
 
 
+def bench_per_call(cells, batches, config, per_call, blocks, rounds):
+  """{(heads, variant, K): examples/s} with K steps per dispatch
+  (train.multi_step_function: lax.scan over K batches stacked on the
+  device; K = 1: the plain jitted step), `blocks` dispatches per round,
+  rounds interleaved over every cell, median over rounds."""
+  runs = {}
+  for a, v in cells:
+    layout, _, _, _, fn = _setup(a, v, batches[a], config)
+    for k in per_call:
+      state = _setup(a, v, batches[a], config)[3]
+      one = [b[layout] for b in batches[a]]
+      if k == 1:
+        call = jax.jit(fn, donate_argnums=0)
+        data = [jax.device_put(b) for b in one]
+      else:
+        call = jax.jit(train.multi_step_function(fn), donate_argnums=0)
+        data = [jax.device_put({key: np.stack([one[(i + j) % len(one)][key]
+                                               for j in range(k)])
+                                for key in one[0]}) for i in range(2)]
+      state, _ = call(state, data[0])  # compile
+      jax.block_until_ready(state)
+      runs[a, v, k] = [call, state, data, []]
+  for _ in range(rounds):
+    for cell, run in runs.items():
+      call, state, data, times = run
+      t0 = time.perf_counter()
+      for i in range(blocks * (max(per_call) // cell[2])):
+        state, _ = call(state, data[i % len(data)])
+      jax.block_until_ready(state)
+      times.append(time.perf_counter() - t0)
+      run[1] = state
+  b = len(batches[cells[0][0]][0]["sparse"]["embedding"])
+  return {c: blocks * max(per_call) * b / float(np.median(r[3]))
+          for c, r in runs.items()}
+
+
 def profile(a, variant, batches, config, steps, top=12):
   """[(ms per step, XLA op, its output shape)] of the `top` costliest ops of
   the jitted step, from a jax.profiler trace of `steps` steps."""
@@ -173,6 +211,11 @@ def main():
                       "every column ('' = heads only)")
   p.add_argument("--profile", default="2000,20000",
                  help="heads at which to split a step's time ('' = none)")
+  p.add_argument("--per-call", default="",
+                 help="comma-separated steps per dispatch to compare, e.g. "
+                      "1,8,32 (config.train.steps_per_call: lax.scan over "
+                      "blocks of batches); '' = none. Replaces the variant "
+                      "table")
   args = p.parse_args()
   config = ml_collections.ConfigDict({
       "model": {"hidden": args.hidden, "dropout": 0.2,
@@ -190,6 +233,24 @@ def main():
   print(f"{args.features}-d embeddings, hidden {args.hidden}, 2 dims, "
         f"{args.raters} raters/clip; device {dev.platform}:{dev.device_kind}"
         f" x{jax.device_count()}; examples/s (first-step compile s)")
+  if args.per_call:
+    ks = [int(x) for x in args.per_call.split(",")]
+    for batch in [int(x) for x in args.batch.split(",")]:
+      batches = {a: make_batches(4, batch, a, 2, args.features, args.raters)
+                 for a in heads}
+      res = bench_per_call([(a, v) for a in heads for v in variants],
+                           batches, config, ks, 2, args.rounds)
+      print(f"\nbatch {batch}: examples/s (x one step per call)\n")
+      print("| A heads | variant | " + " | ".join(f"{k} per call"
+                                                   for k in ks) + " |")
+      print("|---" * (len(ks) + 2) + "|")
+      for a in heads:
+        for v in variants:
+          base = res[a, v, ks[0]]
+          print(f"| {a} | {v} | " + " | ".join(
+              f"{res[a, v, k]:,.0f} ({res[a, v, k] / base:.2f}x)"
+              for k in ks) + " |", flush=True)
+    return
   for batch in [int(x) for x in args.batch.split(",")]:
     print(f"\nbatch {batch}\n")
     print("| A heads | " + " | ".join(variants) + " |")

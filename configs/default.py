@@ -108,6 +108,11 @@ def get_config():
   # their rows; README "Heads or embeddings?").
   config.train.models = ("individual", "aggregate")
   config.train.progress_bar = True
+  # Training steps per dispatch: K > 1 scans the step over blocks of K
+  # batches on the device (lax.scan), the same steps and parameters as one
+  # step per call; on an accelerator a step then costs what the model
+  # costs, not a host round trip (bench/README.md, Training throughput).
+  config.train.steps_per_call = 1
 
   # Multi-process runs: none, auto (SLURM if SLURM_NTASKS > 1), slurm or
   # explicit (coordinator_address, num_processes, process_id).
@@ -138,8 +143,14 @@ def get_config():
   config.eval.score = "ccc"
   config.eval.top_k = 1
   config.eval.weighted = False
-  # Heads scored per chunk inside the batched search (memory bound).
-  config.eval.head_chunk = 1024
+  # Heads scored per chunk inside the batched search (memory bound); 0 =
+  # sized to the device: all heads in one chunk where an accelerator's
+  # memory holds them, at most 1,024 on a CPU (annojax/enroll.py).
+  config.eval.head_chunk = 0
+  # The search's matmuls: "float32", or "bfloat16" inputs accumulated in
+  # float32 (accelerators; the CCC statistics stay float32; the effect on
+  # the choices: bench/README.md, Enrollment search).
+  config.eval.score_precision = "float32"
   # Fine-tuning from the mapped head: head-only Adam steps on the enrollment
   # clips (MSE + an L2 pull toward the mapped head).
   config.eval.finetune_steps = 50
