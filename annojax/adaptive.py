@@ -124,7 +124,7 @@ def propose(pred, weights, available, n: int = 1, noise: float = 0.1):
 
 
 def simulate(z, pred, pools, kernel, bias, temperature: float, steps: int,
-             score: str = "ccc", head_chunk: int = 1024,
+             score: str = "ccc", head_chunk: int = 0,
              names=None, choose=None) -> list[np.ndarray]:
   """Adaptive enrollment of N annotators whose ratings already exist: one
   clip per round, the rating revealed before the next choice.

@@ -160,7 +160,7 @@ class Heads:
   rescale: tuple
   score: str = "ccc"
   shrink: float = 5.0
-  head_chunk: int = 1024
+  head_chunk: int = 0
 
 
 def consensus_scores(agg, ratings, mask, rescale, score: str) -> np.ndarray:

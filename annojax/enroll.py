@@ -11,7 +11,11 @@ only [N, A, K, D]-sized work is one matmul and a sum of squares.
 
 Heads are processed in chunks inside the compiled call (lax.map), so memory
 is bounded by N * chunk * K * D rather than N * A * K * D: A = 20,000 heads
-and N = 1,000 annotators fit in a few GiB. An annotator with exactly one
+and N = 1,000 annotators fit in a few GiB. The chunk is sized to the device
+(chunk_size): on an accelerator all heads in one chunk where its memory
+holds them (sequential chunks cost time there), on a CPU at most 1,024.
+The matmuls can run with bfloat16 inputs accumulated in float32
+(precision="bfloat16", for accelerators; the CCC statistics stay float32). An annotator with exactly one
 enrollment clip is scored by the negative absolute error (CCC is undefined on
 one point), per METHOD.md. Constant enrollment ratings in a dimension (same
 value on every clip) leave CCC/Pearson 0 for every head there, so the choice
@@ -39,8 +43,17 @@ SCORES = ("ccc", "pearson", "mse", "loglik", "agreement")
 # one-hot on [-1, 1]): mean log-likelihood of the annotator's choices, or the
 # fraction of clips where the head's top class is the annotator's.
 CATEGORICAL_SCORES = ("loglik", "agreement")
-# Budget for one chunk's predictions, in floats (~512 MiB of float32).
+# Budget for one chunk's predictions, in floats (~512 MiB of float32),
+# where the device does not say how much memory it has (CPU).
 _CHUNK_FLOATS = 2 ** 27
+# head_chunk = 0 (auto): on a CPU at most this many heads per chunk (the
+# earlier default, measured on 2 cores: bench/README.md); on an accelerator
+# no cap but its memory (device_budget), so all heads go in one chunk
+# where they fit.
+CPU_HEAD_CHUNK = 1024
+# Matmul precisions of the score: float32, or bfloat16 inputs with float32
+# accumulation (the CCC statistics stay float32; for accelerators).
+PRECISIONS = ("float32", "bfloat16")
 # Enrollment ratings whose variance is below this in a dimension count as
 # constant there (see the module docstring).
 CONSTANT_VAR = 1e-10
@@ -86,7 +99,15 @@ def _annotator_stats(z, y, mask):
   return dz, zbar, zy, my, vy, n, cnt
 
 
-def _score_chunk(stats, kernel, bias, score):
+def _matmul(spec, a, b, low: bool):
+  """einsum in float32, or with bfloat16 inputs accumulated in float32."""
+  if not low:
+    return jnp.einsum(spec, a, b)
+  return jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                    preferred_element_type=jnp.float32)
+
+
+def _score_chunk(stats, kernel, bias, score, low=False):
   """Scores one chunk of heads -> [N, chunk].
 
   A head's predictions are linear in z, so its mean and its covariance with
@@ -95,9 +116,9 @@ def _score_chunk(stats, kernel, bias, score):
   [N, chunk, K, D] matmul whose squares are summed over clips.
   """
   dz, zbar, zy, my, vy, n, cnt = stats
-  mp = jnp.einsum("ndh,adh->nad", zbar, kernel) + bias[None]
-  cov = jnp.einsum("ndh,adh->nad", zy, kernel)
-  q = jnp.einsum("nkdh,adh->nakd", dz, kernel)
+  mp = _matmul("ndh,adh->nad", zbar, kernel, low) + bias[None]
+  cov = _matmul("ndh,adh->nad", zy, kernel, low)
+  q = _matmul("nkdh,adh->nakd", dz, kernel, low)
   vp = (q * q).sum(2) / n[..., None]
   my, vy = my[:, None], vy[:, None]
   # mse = var_p + var_y - 2 cov + (mean_p - mean_y)^2
@@ -129,8 +150,8 @@ def _score_chunk_categorical(z, y, mask, kernel, bias, score):
   return (mask[:, None] * per_clip).sum(-1) / n
 
 
-@functools.partial(jax.jit, static_argnames=("score", "chunk"))
-def _score_all(z, y, mask, kernel, bias, *, score, chunk):
+@functools.partial(jax.jit, static_argnames=("score", "chunk", "low"))
+def _score_all(z, y, mask, kernel, bias, *, score, chunk, low=False):
   a = kernel.shape[0]
   pad = (-a) % chunk
   kernel = jnp.pad(kernel, ((0, pad), (0, 0), (0, 0)))
@@ -141,22 +162,42 @@ def _score_all(z, y, mask, kernel, bias, *, score, chunk):
     fn = lambda kb: _score_chunk_categorical(z, y, mask, kb[0], kb[1], score)
   else:
     stats = _annotator_stats(z, y, mask)
-    fn = lambda kb: _score_chunk(stats, kb[0], kb[1], score)
+    fn = lambda kb: _score_chunk(stats, kb[0], kb[1], score, low)
   out = jax.lax.map(fn, (kc, bc))
   # [n_chunks, N, chunk] -> [N, A]
   return jnp.moveaxis(out, 0, 1).reshape(z.shape[0], -1)[:, :a]
 
 
-def chunk_size(n: int, k: int, d: int, a: int, head_chunk: int) -> int:
-  """Heads per chunk: <= head_chunk, within the memory budget, and spread
+def device_budget() -> int:
+  """Floats one chunk's [N, chunk, K, D] predictions may take: an eighth of
+  the accelerator's memory (its memory_stats' bytes_limit; the chunk's
+  other arrays are of the same order), or _CHUNK_FLOATS where the device
+  does not say (CPU)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    stats = {}
+  limit = stats.get("bytes_limit")
+  return max(_CHUNK_FLOATS, int(limit) // 32) if limit else _CHUNK_FLOATS
+
+
+def chunk_size(n: int, k: int, d: int, a: int, head_chunk: int = 0
+               ) -> int:
+  """Heads per chunk: <= head_chunk (0: auto, CPU_HEAD_CHUNK on a CPU and
+  no cap on an accelerator), within the device's memory budget, and spread
   evenly over the chunks so little padding is computed."""
-  cap = int(max(1, min(head_chunk, _CHUNK_FLOATS // max(1, n * k * d), a)))
+  if head_chunk <= 0:
+    head_chunk = (CPU_HEAD_CHUNK if jax.default_backend() == "cpu"
+                  else a)
+  cap = int(max(1, min(head_chunk, device_budget() // max(1, n * k * d),
+                       a)))
   n_chunks = -(-a // cap)
   return -(-a // n_chunks)
 
 
 def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
-                head_chunk: int = 1024, pad: bool = True) -> jax.Array:
+                head_chunk: int = 0, pad: bool = True,
+                precision: str = "float32") -> jax.Array:
   """[N, A] similarity of every head to every new annotator.
 
   Args:
@@ -166,11 +207,18 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
     kernel: [A, D, H] head weights; bias: [A, D].
     score: "ccc" (sum of per-dimension CCC), "pearson" or "mse" (negative);
       for categorical heads "loglik" or "agreement".
-    head_chunk: heads per chunk inside the compiled call.
+    head_chunk: heads per chunk inside the compiled call (0: sized to the
+      device, chunk_size).
     pad: pad N and K up to powers of two (fewer compilations).
+    precision: the matmuls' ("float32", or "bfloat16" inputs accumulated
+      in float32 for accelerators; the CCC statistics stay float32;
+      dimensional scores only).
   """
   if score not in SCORES:
     raise ValueError(f"unknown score {score!r}; one of {SCORES}")
+  if precision not in PRECISIONS:
+    raise ValueError(f"unknown precision {precision!r}; one of "
+                     f"{PRECISIONS}")
   n = len(ratings)
   if pad:  # masked padding: a few shapes, a few compilations
     z, ratings, mask = pad_to_buckets(z, ratings, mask)
@@ -179,7 +227,8 @@ def score_heads(z, ratings, mask, kernel, bias, score: str = "ccc",
                    jnp.asarray(mask, jnp.float32),
                    jnp.asarray(kernel), jnp.asarray(bias), score=score,
                    chunk=chunk_size(*np.shape(ratings), len(kernel),
-                                    head_chunk))
+                                    head_chunk),
+                   low=precision == "bfloat16")
   return out[:n]
 
 
@@ -258,8 +307,8 @@ def pack(clip_lists, ratings_lists, names=None):
 
 
 def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
-           score="ccc", top_k=1, weighted=False, head_chunk=1024,
-           names=None) -> Mapping:
+           score="ccc", top_k=1, weighted=False, head_chunk=0,
+           names=None, precision="float32") -> Mapping:
   """Maps new annotators to heads from their enrollment clips.
 
   Args:
@@ -271,19 +320,20 @@ def enroll(z_clips, clip_lists, ratings_lists, kernel, bias, *,
   """
   scores, _, ratings, mask = enrollment_scores(
       z_clips, clip_lists, ratings_lists, kernel, bias, score=score,
-      head_chunk=head_chunk, names=names)
+      head_chunk=head_chunk, names=names, precision=precision)
   return mapping(scores, ratings, mask, top_k, weighted)
 
 
 def enrollment_scores(z_clips, clip_lists, ratings_lists, kernel, bias, *,
-                      score="ccc", head_chunk=1024, names=None):
+                      score="ccc", head_chunk=0, names=None,
+                      precision="float32"):
   """(scores [N, A], clip idx [N, K], ratings [N, K, D], mask [N, K]): every
   head scored on each new annotator's enrollment clips (one batched call),
   with the packed sets, for enrollment rules beyond the top-k (posterior.py).
   """
   clips, ratings, mask = pack(clip_lists, ratings_lists, names)
   scores = score_heads(z_clips[clips], ratings, mask, kernel, bias, score,
-                       head_chunk)
+                       head_chunk, precision=precision)
   return scores, clips, ratings, mask
 
 

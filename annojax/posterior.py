@@ -168,7 +168,7 @@ def own_head_noise(z_clips, pair_clip, pair_annotator, pair_values, kernel,
 
 def tune(z_clips, pair_clip, pair_annotator, pair_values, kernel, bias,
          temperatures, noise: float = 0.0, seed: int = 0,
-         score: str = "ccc", head_chunk: int = 1024,
+         score: str = "ccc", head_chunk: int = 0,
          min_clips: int = 4) -> Tuned:
   """Source held-out annotators -> the EB noise (`noise` if > 0, else
   own_head_noise) and the mixture temperature: each annotator with >=

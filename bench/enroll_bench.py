@@ -3,6 +3,7 @@
   python bench/enroll_bench.py [--heads=500,5000,20000] [--new=10,1000]
       [--only-beyond] [--only-adaptive --adaptive=NxAxPOOL]
       [--only-families --families=NxA]
+      [--only-precision --precision=NxA,...]
 
 --families: each annotator family's enrollment (models.py, annojax/
 rater_embeddings.py) beside the heads' top-1 search, for N new annotators x
@@ -286,6 +287,10 @@ def main():
   p.add_argument("--families", default="1000x20000",
                  help="NxA for the annotator families' table ('' = skip)")
   p.add_argument("--only-families", action="store_true")
+  p.add_argument("--precision", default="",
+                 help="NxA cells comparing float32 and bfloat16 matmuls "
+                      "(e.g. 1000x2000,1000x20000; '' = none)")
+  p.add_argument("--only-precision", action="store_true")
   p.add_argument("--child")
   p.add_argument("--n", type=int)
   p.add_argument("--a", type=int)
@@ -303,6 +308,9 @@ def main():
     return
   if args.only_families:
     _print_families(args)
+    return
+  if args.only_precision:
+    _print_precision(args)
     return
   rows = []
   print(f"K={args.k} enrollment clips (variable, padded), D={args.d}, "
@@ -334,6 +342,41 @@ def main():
   _print_beyond(args)
   _print_adaptive(args)
   _print_families(args)
+
+
+def _print_precision(args):
+  """float32 vs bfloat16 matmuls (enroll.score_heads precision=), at each
+  N x A of --precision, interleaved in one process: seconds (best of
+  --repeats after a warm-up), the largest score difference, and how many
+  top-1 choices differ (random ratings: the hardest case, margins tiny)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from annojax import enroll  # pylint: disable=g-import-not-at-top
+  print("\nMatmul precision of the search (score = sum of 2 CCCs):\n")
+  print("| N x A | float32 s | bfloat16 s | bf16 / f32 time | max score "
+        "diff | top-1 differs | chunk (heads) | device |")
+  print("|---|---|---|---|---|---|---|---|")
+  for cell in args.precision.split(","):
+    n, a = (int(x) for x in cell.split("x"))
+    inputs = [jax.device_put(x) for x in make_inputs(n, a, args.k, args.d,
+                                                     args.h)]
+    out, best = {}, {}
+    for prec in enroll.PRECISIONS:  # warm-up (compile)
+      out[prec] = np.asarray(enroll.score_heads(*inputs, precision=prec))
+      best[prec] = np.inf
+    for _ in range(args.repeats):
+      for prec in enroll.PRECISIONS:
+        t0 = time.perf_counter()
+        np.asarray(enroll.score_heads(*inputs, precision=prec))
+        best[prec] = min(best[prec], time.perf_counter() - t0)
+    f32, b16 = out["float32"], out["bfloat16"]
+    dev = jax.devices()[0]
+    print(f"| {n:,} x {a:,} | {best['float32']:.4f} | "
+          f"{best['bfloat16']:.4f} | "
+          f"{best['bfloat16'] / best['float32']:.2f}x | "
+          f"{np.abs(f32 - b16).max():.4f} | "
+          f"{int((f32.argmax(1) != b16.argmax(1)).sum())} of {n} | "
+          f"{enroll.chunk_size(enroll.bucket(n), enroll.bucket(args.k), args.d, a)} | "
+          f"{dev.platform}:{dev.device_kind} |", flush=True)
 
 
 def _print_families(args):

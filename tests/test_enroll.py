@@ -1,5 +1,6 @@
 """Batched enrollment search: exactness, selection, chunking, errors."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -184,3 +185,49 @@ def test_padded_shapes_bound_the_compile_count():
       np.asarray(enroll.score_heads(z, y, mask, kernel, bias, pad=True)),
       np.asarray(enroll.score_heads(z, y, mask, kernel, bias, pad=False)),
       rtol=1e-5, atol=1e-6)
+
+
+def test_chunks_are_sized_to_the_device(monkeypatch):
+  """head_chunk = 0: at most 1,024 heads per chunk on a CPU (as before);
+  on an accelerator every head in one chunk where its memory holds the
+  chunk's [N, chunk, K, D] predictions, else as many as it holds."""
+  assert enroll.chunk_size(1000, 32, 2, 20000, 0) == enroll.chunk_size(
+      1000, 32, 2, 20000, 1024) == 1000  # 20 even chunks of <= 1,024
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(enroll, "device_budget", lambda: 2 ** 31)
+  assert enroll.chunk_size(1000, 32, 2, 20000, 0) == 20000
+  monkeypatch.setattr(enroll, "device_budget", lambda: 64_000_000)
+  chunk = enroll.chunk_size(1000, 32, 2, 20000, 0)
+  assert chunk * 1000 * 32 * 2 <= 64_000_000 and chunk >= 900
+  assert enroll.chunk_size(1000, 32, 2, 20000, 512) == 500  # a cap holds
+
+
+def test_bfloat16_scores_choose_the_same_heads():
+  """precision="bfloat16" (matmul inputs, float32 accumulation and CCC
+  statistics): every score within 0.01 of float32's (sum of 2 CCCs), the
+  same planted head chosen for every annotator; with random ratings a
+  choice differs only where float32's margin is below the error."""
+  rng = np.random.default_rng(0)
+  a, n, k, d, h = 500, 64, 30, 2, 256
+  kernel = rng.normal(0, h ** -0.5, (a, d, h)).astype(np.float32)
+  bias = rng.normal(0, 0.1, (a, d)).astype(np.float32)
+  z = np.maximum(rng.normal(size=(n, k, d, h)), 0).astype(np.float32)
+  planted = rng.integers(0, a, n)
+  y = (np.einsum("nkdh,ndh->nkd", z, kernel[planted])
+       + bias[planted][:, None] + rng.normal(0, 0.3, (n, k, d)))
+  mask = np.ones((n, k), np.float32)
+  for ratings in (y, rng.uniform(-1, 1, (n, k, d))):
+    s32 = np.asarray(enroll.score_heads(z, ratings, mask, kernel, bias))
+    s16 = np.asarray(enroll.score_heads(z, ratings, mask, kernel, bias,
+                                        precision="bfloat16"))
+    err = np.abs(s32 - s16).max()
+    assert 0 < err < 0.01
+    rows = np.arange(n)
+    differ = s32.argmax(1) != s16.argmax(1)
+    gap = s32[rows, s32.argmax(1)] - s32[rows, s16.argmax(1)]
+    assert np.all(gap[differ] <= 2 * err)
+  np.testing.assert_array_equal(
+      np.asarray(enroll.score_heads(z, y, mask, kernel, bias,
+                                    precision="bfloat16")).argmax(1), planted)
+  with pytest.raises(ValueError, match="unknown precision"):
+    enroll.score_heads(z, y, mask, kernel, bias, precision="int8")

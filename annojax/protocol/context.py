@@ -369,7 +369,8 @@ class Enrollment:
     s, ev = self.fold.seed, self.fold.ev
     return enroll.enrollment_scores(
         s.z, *self._lists, s.kernel, s.bias, score=ev.score,
-        head_chunk=ev.head_chunk, names=self.fold.names)[0]
+        head_chunk=ev.head_chunk, names=self.fold.names,
+        precision=ev.get("score_precision", "float32"))[0]
 
   @cached
   def mixture(self):
