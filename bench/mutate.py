@@ -569,6 +569,19 @@ MUTANTS = [
       "clips = np.flatnonzero(n > min_ratings)",
       "clips with exactly min_ratings ratings left out of the distribution "
       "table", ("tests/test_distributions.py",)),
+    M("block_remainder_dropped", "annojax/train.py",
+      "  if group:\n    yield group", "  if False:\n    yield group",
+      "steps_per_call > 1 drops the epoch's last, shorter block of batches",
+      ("tests/test_train.py",)),
+    M("score_always_bfloat16", "annojax/enroll.py",
+      'low=precision == "bfloat16")', "low=True)",
+      "the search's matmuls always run in bfloat16",
+      ("tests/test_enroll.py",)),
+    M("cpu_chunk_uncapped", "annojax/enroll.py",
+      "head_chunk = (CPU_HEAD_CHUNK if jax.default_backend() == \"cpu\"",
+      "head_chunk = (a if jax.default_backend() == \"cpu\"",
+      "auto-sized chunks ignore the CPU's cap (CPU figures change)",
+      ("tests/test_enroll.py",)),
 ]
 
 
