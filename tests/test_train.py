@@ -338,14 +338,14 @@ def test_training_applies_dropout(tiny_config, tmp_path):
 @pytest.mark.parametrize("update", ["dense", "sparse"])
 def test_steps_per_call_trains_the_same_parameters(tmp_path, update):
   """config.train.steps_per_call = K scans the step over blocks of K
-  batches (lax.scan, one dispatch): after 2 epochs (40 steps each, so K = 3
+  batches (lax.scan, one dispatch): after an epoch (40 steps, so K = 3
   leaves a 1-step remainder taken one at a time) the parameters (bit for
   bit on CPU) and losses equal one step per call's, for the dense update
   and for row-sparse SGD heads (with their epoch-end flush)."""
   runs = {}
   for k in (1, 3):
     c = tiny.get_config()
-    c.train.num_epochs = 2
+    c.train.num_epochs = 1
     c.train.steps_per_call = k
     c.data.data_dir = str(tmp_path / "data")  # prepared once
     if update == "sparse":
