@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax.scipy import special
 import numpy as np
 
+from annojax import enroll
 from annojax import metrics
 
 METRICS = ("nll", "jsd", "sd_ccc", "coverage_50", "coverage_90")
@@ -211,11 +212,6 @@ def _moments(mu, w, s):
   return mean, jnp.maximum(second - mean ** 2, 0.0)
 
 
-def _pad(n: int) -> int:
-  """Rating counts padded to powers of two (few jit shapes)."""
-  return 1 << max(int(n - 1).bit_length(), 4)
-
-
 def masses(mix: Mixture, edges) -> np.ndarray:
   """Each clip's mass in the cells between edges -> [C, D, E - 1]."""
   edges = jnp.asarray(edges, jnp.float32)
@@ -247,7 +243,7 @@ def log_likelihood(mix: Mixture, scale: Scale, rating_clip, y
       out[rows] = np.log(np.maximum(
           p[local[:, None], d, level[rows]], FLOOR))
       continue
-    n = _pad(len(rows))
+    n = enroll.bucket(len(rows), 16)  # padded: a few jit shapes
     take = np.concatenate([local, np.zeros(n - len(rows), int)])
     yy = np.concatenate([y[rows], np.zeros((n - len(rows), y.shape[1]),
                                            np.float32)])
@@ -363,9 +359,8 @@ def evaluate(mix: Mixture, scale: Scale, rating_clip, y, bins: int = 10
   _, sd_pred = spread(mix, scale)
   two = n >= 2
   out["sd_ccc"] = metrics.ccc(sd_pred[two], sd_true[two])
-  q = quantiles(mix, scale, sorted({v for p in INTERVALS.values()
-                                    for v in p}))
   qs = sorted({v for p in INTERVALS.values() for v in p})
+  q = quantiles(mix, scale, qs)
   for name, (lo, hi) in INTERVALS.items():
     a, b = q[rating_clip, :, qs.index(lo)], q[rating_clip, :, qs.index(hi)]
     out[name] = ((y >= a - 1e-6) & (y <= b + 1e-6)).mean(0)

@@ -240,13 +240,10 @@ def _distribution_info(config, prepared, held, z_held, kernel, bias) -> dict:
   train_table = pipeline.load_table(prepared.source, "train")
   weights = distributions.annotator_weights(
       cfg.weights, train_table.pair_annotator, len(kernel))
-  tune = rating_distributions.rated_clips(
-      rating_distributions.dist_table(held), 1, cfg.tune_clips)
-  got = distributions.choose_width_and_shrink(
-      lambda h, k: distributions.Mixture.heads(z_held[tune.clips], kernel,
-                                               bias, weights, h, k),
-      distributions.detect_scale(train_table.pair_values), tune.rating_clip,
-      tune.y, cfg.widths, cfg.shrinks)
+  tune = rating_distributions.source_tune_clips(held, cfg)
+  got = rating_distributions.tune_heads(
+      cfg, tune, z_held, kernel, bias, weights,
+      distributions.detect_scale(train_table.pair_values))
   return {"width": got["width"].tolist(), "shrink": got["shrink"].tolist(),
           "weights": cfg.weights, "annotator_weights": weights.tolist(),
           "tuned_on": f"{len(tune.clips)} source held-out clips"}

@@ -404,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step_fn = jax.jit(step, donate_argnums=0, out_shardings=(repl, repl))
   # K steps per dispatch: blocks of K batches (the epoch's last, shorter
   # block one step at a time), the same steps in the same order.
-  per_call = int(config.train.get("steps_per_call", 1))
+  per_call = int(config.train.steps_per_call)
   if per_call < 1:
     raise ValueError(f"config.train.steps_per_call={per_call}: at least 1")
   block_fn = per_call > 1 and jax.jit(multi_step_function(step),

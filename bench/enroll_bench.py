@@ -370,12 +370,14 @@ def _print_precision(args):
         best[prec] = min(best[prec], time.perf_counter() - t0)
     f32, b16 = out["float32"], out["bfloat16"]
     dev = jax.devices()[0]
+    chunk = enroll.chunk_size(enroll.bucket(n), enroll.bucket(args.k),
+                              args.d, a)
     print(f"| {n:,} x {a:,} | {best['float32']:.4f} | "
           f"{best['bfloat16']:.4f} | "
           f"{best['bfloat16'] / best['float32']:.2f}x | "
           f"{np.abs(f32 - b16).max():.4f} | "
           f"{int((f32.argmax(1) != b16.argmax(1)).sum())} of {n} | "
-          f"{enroll.chunk_size(enroll.bucket(n), enroll.bucket(args.k), args.d, a)} | "
+          f"{chunk} | "
           f"{dev.platform}:{dev.device_kind} |", flush=True)
 
 

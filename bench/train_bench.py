@@ -125,9 +125,8 @@ def bench_per_call(cells, batches, config, per_call, blocks, rounds):
   rounds interleaved over every cell, median over rounds."""
   runs = {}
   for a, v in cells:
-    layout, _, _, _, fn = _setup(a, v, batches[a], config)
-    for k in per_call:
-      state = _setup(a, v, batches[a], config)[3]
+    for k in per_call:  # a fresh state each (the calls donate it)
+      layout, _, _, state, fn = _setup(a, v, batches[a], config)
       one = [b[layout] for b in batches[a]]
       if k == 1:
         call = jax.jit(fn, donate_argnums=0)

@@ -246,8 +246,7 @@ def test_rated_clips_keeps_clips_with_enough_ratings():
   counts = [4, 5, 6, 0, 5]
   pair_clip = np.repeat(np.arange(5), counts)
   y = np.arange(len(pair_clip), dtype=np.float32)[:, None] * [1, -1]
-  table = rating_distributions.PairTable(np.arange(5), pair_clip, y)
-  got = rating_distributions.rated_clips(table, 5)
+  got = rating_distributions.rated_clips(pair_clip, y, 5, 5)
   np.testing.assert_array_equal(got.clips, [1, 2, 4])
   np.testing.assert_array_equal(np.bincount(got.rating_clip), [5, 6, 5])
   np.testing.assert_array_equal(got.y, y[np.isin(pair_clip, [1, 2, 4])])

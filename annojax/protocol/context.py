@@ -370,7 +370,7 @@ class Enrollment:
     return enroll.enrollment_scores(
         s.z, *self._lists, s.kernel, s.bias, score=ev.score,
         head_chunk=ev.head_chunk, names=self.fold.names,
-        precision=ev.get("score_precision", "float32"))[0]
+        precision=ev.score_precision)[0]
 
   @cached
   def mixture(self):

@@ -47,18 +47,38 @@ class Rated:
   y: np.ndarray            # [R, D]
 
 
-def rated_clips(table, min_ratings: int, limit: int = 0,
-                seed: int = 0) -> Rated:
-  """The clips of a table with >= min_ratings ratings (at most `limit`,
-  drawn at random; 0: all), with their ratings."""
-  n = np.bincount(table.pair_clip, minlength=len(table.clip_ids))
+def rated_clips(pair_clip, pair_values, num_clips: int, min_ratings: int,
+                limit: int = 0, seed: int = 0) -> Rated:
+  """The clips (of num_clips) with >= min_ratings ratings (at most `limit`,
+  drawn at random; 0: all), with their ratings (pair_clip [R]: each
+  rating's clip, pair_values [R, D])."""
+  n = np.bincount(pair_clip, minlength=num_clips)
   clips = np.flatnonzero(n >= min_ratings)
   if limit and len(clips) > limit:
     clips = np.sort(np.random.default_rng(seed).choice(clips, limit,
                                                        replace=False))
-  keep = np.isin(table.pair_clip, clips)
-  return Rated(clips, np.searchsorted(clips, table.pair_clip[keep]),
-               table.pair_values[keep])
+  keep = np.isin(pair_clip, clips)
+  return Rated(clips, np.searchsorted(clips, pair_clip[keep]),
+               pair_values[keep])
+
+
+def source_tune_clips(held: dict, cfg, seed: int = 0) -> Rated:
+  """The source's held-out clips (source.source_held_out) the rows tune on:
+  every clip with a rating, at most cfg.tune_clips."""
+  return rated_clips(held["pair_clip"], held["pair_values"],
+                     len(held["embeddings"]), 1, cfg.tune_clips, seed)
+
+
+def tune_heads(cfg, tune: Rated, z_held, kernel, bias, weights,
+               scale: dist.Scale) -> dict:
+  """heads_kde's width and shrink per dimension, chosen by the NLL of the
+  source's held-out ratings on the `tune` clips (source_tune_clips; z_held:
+  the trunk on every held-out clip) -> {width, shrink, nll} [D] (the
+  protocol, per seed, and the export bundle)."""
+  return dist.choose_width_and_shrink(
+      lambda h, k: dist.Mixture.heads(z_held[tune.clips], kernel, bias,
+                                      weights, h, k),
+      scale, tune.rating_clip, tune.y, cfg.widths, cfg.shrinks)
 
 
 class SeedClips:
@@ -70,7 +90,8 @@ class SeedClips:
     self.seed, self.target = seed, seed.target
     self.cfg = seed.ev.distribution
     table = self.target.table
-    self.rated = rated_clips(table, self.cfg.min_ratings)
+    self.rated = rated_clips(table.pair_clip, table.pair_values,
+                             len(table.clip_ids), self.cfg.min_ratings)
     if not len(self.rated.clips):
       raise ValueError(
           f"rating distributions: no target clip has >= "
@@ -87,9 +108,7 @@ class SeedClips:
   def tune(self) -> Rated:
     """The source's held-out clips the rows tune on (every clip with a
     rating; at most config.eval.distribution.tune_clips)."""
-    held = self.target.held_out
-    table = dist_table(held)
-    return rated_clips(table, 1, self.cfg.tune_clips, seed=self.seed.seed)
+    return source_tune_clips(self.target.held_out, self.cfg, self.seed.seed)
 
   @context.cached
   def source_scale(self) -> dist.Scale:
@@ -118,36 +137,9 @@ class SeedClips:
                        "source_nll": nll.min(0).tolist()}
     return width
 
-  def width_and_shrink(self, row: str, make) -> tuple[np.ndarray,
-                                                     np.ndarray]:
-    """As width, with the heads' shrink toward their mean (make(widths,
-    shrink)) chosen from config.eval.distribution.shrinks too."""
-    t = self.tune
-    got = dist.choose_width_and_shrink(
-        make, self.source_scale, t.rating_clip, t.y, self.cfg.widths,
-        self.cfg.shrinks)
-    self.tuned[row] = {k: v.tolist() for k, v in got.items()}
-    return got["width"], got["shrink"]
-
   def evaluate(self, mix: dist.Mixture) -> dict:
     r = self.rated
     return dist.evaluate(mix, self.scale, r.rating_clip, r.y, self.cfg.bins)
-
-
-def dist_table(held: dict):
-  """The source's held-out material as a table-like object (pair_clip,
-  pair_values, clip_ids)."""
-  return PairTable(np.arange(len(held["embeddings"])), held["pair_clip"],
-                held["pair_values"])
-
-
-@dataclasses.dataclass(frozen=True)
-class PairTable:
-  """What rated_clips reads of a table: clip ids, each rating's clip and
-  values."""
-  clip_ids: np.ndarray
-  pair_clip: np.ndarray
-  pair_values: np.ndarray
 
 
 def _register(name, doc, model, section="baseline"):
@@ -212,11 +204,12 @@ def source_distribution(d: SeedClips) -> dist.Mixture:
                "weights), its width and the heads' shrink toward their mean "
                "chosen on the source's held-out ratings")
 def heads_kde(d: SeedClips) -> dist.Mixture:
-  s, w, t = d.seed, d.activity, d.tune
-  width, shrink = d.width_and_shrink("heads_kde", lambda h, k: (
-      dist.Mixture.heads(s.held_z[t.clips], s.kernel, s.bias, w, h, k)))
-  return dist.Mixture.heads(s.z[d.rated.clips], s.kernel, s.bias, w, width,
-                            shrink)
+  s, w = d.seed, d.activity
+  got = tune_heads(d.cfg, d.tune, s.held_z, s.kernel, s.bias, w,
+                   d.source_scale)
+  d.tuned["heads_kde"] = {k: v.tolist() for k, v in got.items()}
+  return dist.Mixture.heads(s.z[d.rated.clips], s.kernel, s.bias, w,
+                            got["width"], got["shrink"])
 
 
 def evaluate_seed(seed: context.Seed, selected) -> tuple[dict, SeedClips,

@@ -125,12 +125,17 @@ def _header(results: dict) -> list[str]:
   return lines
 
 
+def _over_seeds(n: int, tests: dict, against: str) -> str:
+  """What a table tested over n seeds says of its marks."""
+  if n < metrics.MIN_PAIRS:
+    return f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}"
+  return (f"`*^` / `*v`: paired t-test vs {against} over seeds (n = {n}), "
+          f"{_level(tests)}")
+
+
 def _pooled(results: dict, names, dims) -> list[str]:
   n = results["pooled"]["tests"]["runs"]["n"]
-  test = (f"`*^` / `*v`: paired t-test vs aggregate over seeds (n = {n}), "
-          f"{_level(results['pooled']['tests'])}" if n >= metrics.MIN_PAIRS
-          else
-          f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}")
+  test = _over_seeds(n, results["pooled"]["tests"], "aggregate")
   lines = ["", "Pooled over folds: per seed, each annotator's "
            "out-of-fold predictions from all folds, then one CCC_ind per "
            f"annotator over that set. Mean +- std over seeds; {test}.", ""]
@@ -174,10 +179,7 @@ def distribution_markdown(part: dict, dims) -> list[str]:
   legend, and the individual model against each other row."""
   f, n = part["facts"], part["tests"]["runs"]["n"]
   per = f["ratings_per_clip"]
-  test = (f"`*^` / `*v`: paired t-test over seeds (n = {n}) vs "
-          f"{rows_lib.DISTRIBUTION_REFERENCE}, {_level(part['tests'])}"
-          if n >= metrics.MIN_PAIRS else
-          f"no test: n = {n} seeds, fewer than {metrics.MIN_PAIRS}")
+  test = _over_seeds(n, part["tests"], rows_lib.DISTRIBUTION_REFERENCE)
   lines = ["", f"## Rating distributions: {f['clips']} target clips with >= "
            f"{f['min_ratings']} ratings ({f['ratings']} ratings; per clip "
            f"median {per['median']:g}, {per['min']}-{per['max']}); target "
