@@ -1,4 +1,5 @@
-"""Utterance embeddings from audio (librosa or openSMILE), and importing
+"""Utterance embeddings from audio (librosa, openSMILE, or a
+self-supervised speech encoder: WavLM, wav2vec 2.0, HuBERT), and importing
 external ones.
 
   python -m annojax.main --config=configs/default.py --workdir=W \
@@ -8,7 +9,13 @@ writes W/features.npz (clip_ids [C], embeddings [C, F]), the format every
 corpus reader joins with. A clip's embedding is the mean and standard
 deviation over frames of its log-mel spectrogram and MFCCs (F = 2 * (n_mels +
 n_mfcc)); with extractor="opensmile", openSMILE's 88 eGeMAPS functionals
-(annojax/egemaps.py; the npz then also holds `feature_names`). Clip id =
+(annojax/egemaps.py; the npz then also holds `feature_names`); with
+extractor="wavlm" (or "wav2vec2", "hubert") and checkpoint=DIR, a Hugging
+Face model directory (config.json + model.safetensors), the encoder's
+hidden states pooled over the clip's frames (annojax/encoders: the layer,
+the pooling, float32 / bfloat16, long audio in pieces). Audio is decoded
+with librosa, mixed to mono and resampled (soxr, librosa's default) to
+sample_rate, or to the encoder's rate (16 kHz). Clip id =
 ratings.clip_id of the path (file name without media extensions), the rule
 every corpus reader uses.
 
@@ -42,7 +49,8 @@ from annojax import egemaps
 from annojax.corpora import embeddings
 from annojax.corpora import ratings as ratings_lib
 
-EXTRACTORS = ("librosa", "opensmile")
+ENCODERS = ("wavlm", "wav2vec2", "hubert")  # from features.checkpoint
+EXTRACTORS = ("librosa", "opensmile") + ENCODERS
 
 
 class FeatureError(RuntimeError):
@@ -86,6 +94,26 @@ def _chunk(paths, kw):
   return ids, embs, errors
 
 
+def _encoder_chunk(encoder, paths: list[str], workers: int):
+  """(ids, embeddings, errors) of one chunk through a speech encoder: the
+  audio decoded (resampled to the encoder's rate) in `workers` threads,
+  then embedded in batches."""
+  rate = encoder.cfg.sample_rate
+
+  def load(p):
+    try:
+      return p, encoder.prepare(audio.load_audio(p, rate)[0]), None
+    except Exception as e:  # pylint: disable=broad-except  (reported)
+      return p, None, f"{type(e).__name__}: {e}".replace("\n", " ")
+
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    loaded = list(pool.map(load, paths))
+  good = [(p, y) for p, y, e in loaded if e is None]
+  errors = [(p, e) for p, _, e in loaded if e is not None]
+  embs = list(encoder.embed_prepared([y for _, y in good])) if good else []
+  return [_clip_id(p) for p, _ in good], embs, errors
+
+
 def _clip_id(path: str) -> str:
   return ratings_lib.clip_id(path)  # the rule every reader uses
 
@@ -114,8 +142,13 @@ def _read_parts(parts_dir: str) -> tuple[list[str], list[np.ndarray]]:
 
 def extract(paths: list[str], out_path: str, *, workers: int = 1,
             chunk: int = 64, skip_bad: bool = False, progress: bool = True,
-            **kw) -> str:
-  """Embeds every audio file in `paths` into out_path (.npz); resumable."""
+            encoder=None, **kw) -> str:
+  """Embeds every audio file in `paths` into out_path (.npz); resumable.
+
+  With `encoder` (an encoders.extract.SpeechEncoder), chunks run in this
+  process through it (`workers` threads decode the audio); otherwise each
+  chunk runs embed() on every file, in `workers` processes. `kw` are the
+  settings a resumed run must share."""
   parts_dir = out_path + ".parts"
   os.makedirs(parts_dir, exist_ok=True)
   _check_settings(parts_dir, kw)
@@ -141,7 +174,10 @@ def extract(paths: list[str], out_path: str, *, workers: int = 1,
       n_parts += 1
     bar.update(len(ids) + len(errs))
 
-  if workers > 1 and len(chunks) > 1:
+  if encoder is not None:
+    for c in chunks:
+      save(_encoder_chunk(encoder, c, workers))
+  elif workers > 1 and len(chunks) > 1:
     # spawn, not fork: forking a process that has started JAX can deadlock.
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers,
@@ -248,11 +284,46 @@ def run(config, workdir: str) -> str:
   if f.extractor not in EXTRACTORS:
     raise ValueError(f"unknown features.extractor {f.extractor!r}; one of "
                      f"{EXTRACTORS}")
+  encoder = None
   kw = dict(extractor=f.extractor, sample_rate=f.sample_rate)
   if f.extractor == "librosa":
     kw.update(n_mels=f.n_mels, n_mfcc=f.n_mfcc)
-  else:
+  elif f.extractor == "opensmile":
     kw.update(opensmile_set=f.opensmile_set)
-  return extract(find_audio(f.audio_dir, f.pattern), out, workers=f.workers,
-                 chunk=f.chunk, skip_bad=f.skip_bad,
+  else:
+    encoder = speech_encoder(f)
+    kw.update(sample_rate=encoder.cfg.sample_rate,
+              checkpoint=os.path.abspath(f.checkpoint),
+              layer=encoder.layer, pooling=f.pooling, dtype=f.dtype,
+              chunk_seconds=f.chunk_seconds)
+  paths = find_audio(f.audio_dir, f.pattern)
+  return extract(paths, out, workers=f.workers, chunk=f.chunk,
+                 skip_bad=f.skip_bad, encoder=encoder,
                  progress=bool(config.train.progress_bar), **kw)
+
+
+def speech_encoder(f):
+  """The SpeechEncoder of config.features (extractor wavlm / wav2vec2 /
+  hubert, checkpoint DIR); the checkpoint must be of the extractor's
+  kind."""
+  from annojax.encoders import checkpoint  # pylint: disable=g-import-not-at-top
+  from annojax.encoders import extract as encoders  # pylint: disable=g-import-not-at-top
+  if not f.checkpoint:
+    raise ValueError(
+        f"features.extractor={f.extractor} needs --config.features."
+        "checkpoint=DIR: a Hugging Face model directory (config.json + "
+        "model.safetensors), e.g. a local copy of microsoft/wavlm-base-plus")
+  cfg = checkpoint.read_config(f.checkpoint)
+  kind = cfg.model_type
+  if kind != f.extractor:
+    raise checkpoint.CheckpointError(
+        f"features.extractor={f.extractor}, but "
+        f"{os.path.join(f.checkpoint, 'config.json')} is model_type "
+        f"{kind!r}; set --config.features.extractor={kind}")
+  if f.sample_rate != cfg.sample_rate:
+    logging.warning("features.sample_rate=%d is not used by %s: audio is "
+                    "resampled to the checkpoint's %d Hz", f.sample_rate,
+                    f.extractor, cfg.sample_rate)
+  return encoders.SpeechEncoder(
+      f.checkpoint, layer=f.layer, pooling=f.pooling, dtype=f.dtype,
+      chunk_seconds=f.chunk_seconds, batch_seconds=f.batch_seconds)

@@ -206,6 +206,20 @@ def get_config():
   # functionals of opensmile_set: eGeMAPSv01a or eGeMAPSv02, 88 each).
   config.features.extractor = "librosa"
   config.features.opensmile_set = "eGeMAPSv01a"
+  # Or a self-supervised speech encoder in JAX: extractor = "wavlm",
+  # "wav2vec2" or "hubert" with checkpoint = a Hugging Face model directory
+  # (config.json + model.safetensors; the paper: microsoft/wavlm-base-plus).
+  # layer: "last", "mean" (over every hidden state) or a number (0 = the
+  # Transformer's input); pooling over the clip's frames: "mean" or
+  # "mean_std"; dtype: float32 or bfloat16. Clips longer than chunk_seconds
+  # are encoded in equal pieces (attention within a piece), pooled together;
+  # batches hold up to batch_seconds of padded audio.
+  config.features.checkpoint = ""
+  config.features.layer = "last"
+  config.features.pooling = "mean"
+  config.features.dtype = "float32"
+  config.features.chunk_seconds = 30.0
+  config.features.batch_seconds = 64.0
   # Or import openSMILE's CSV output (one row per clip; several files
   # separated by commas) instead of reading audio.
   config.features.opensmile_csv = ""
