@@ -31,7 +31,8 @@ MODES = {
               " (and suggested clips to rate next)",
     "predict": "a mapping + embeddings of new clips -> "
                "predict/predictions.csv",
-    "features": "audio -> features.npz (librosa or openSMILE), or import "
+    "features": "audio -> features.npz (librosa, openSMILE, or WavLM / "
+                "wav2vec2 / HuBERT from a checkpoint directory), or import "
                 "embeddings",
     "stats": "describe the corpora's labels alone -> stats/label_stats.md",
 }

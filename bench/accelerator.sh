@@ -10,7 +10,9 @@
 #    score_precision; chunks sized to the device, head_chunk = 0), N = 1,000
 #    at A = 2,000 and 20,000: time, largest score difference, top-1 changes;
 # 3. annojax beside batched PyTorch at every A of bench/torch_bench.py,
-#    when torch is installed (bench/README.md: pip install torch first).
+#    when torch is installed (bench/README.md: pip install torch first);
+# 4. WavLM-base-plus features, clips/s (float32, bfloat16; beside
+#    transformers when it is installed: bench/features_bench.py).
 # Each writes OUT_DIR/<name>.txt (default: $OUT, else /tmp/annojax_accel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,11 @@ python bench/train_bench.py --heads=2000,20000 --batch=32,256 \
   --per-call=1,8,32 --profile= | tee "$out/train_per_call.txt"
 python bench/enroll_bench.py --only-precision \
   --precision=1000x2000,1000x20000 --repeats=5 | tee "$out/precision.txt"
-if python -c "import torch" 2>/dev/null; then
+if python -c "import torch, transformers" 2>/dev/null; then
   python bench/torch_bench.py | tee "$out/torch.txt"
+  python bench/features_bench.py --clips=256 | tee "$out/features.txt"
 else
   echo "torch not installed: batched PyTorch not compared" | tee "$out/torch.txt"
+  python bench/features_bench.py --clips=256 --skip_torch \
+    | tee "$out/features.txt"
 fi

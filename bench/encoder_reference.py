@@ -156,13 +156,18 @@ def check(d):
                               ref[f"pooled_last_{i}"])):
         err = float(np.abs(got - want).max())
         worst[(name, key)] = max(worst.get((name, key), 0.0), err)
+  emb = enc.embed(audio)  # the feature job's path: grid-padded batches
+  worst[("embed", "pooled")] = max(float(np.abs(
+      emb[i] - ref[f"pooled_last_{i}"]).max()) for i in range(n))
   hf_batch = 0.0
   for i in range(n):
     t = ref[f"last_{i}"].shape[0]
     hf_batch = max(hf_batch, float(np.abs(
         ref["batch_last"][i, :t] - ref[f"last_{i}"]).max()))
+  scale = max(float(np.abs(ref[f"hidden_{i}"]).max()) for i in range(n))
   for (name, key), err in sorted(worst.items()):
-    print(f"{d}: annojax {name:5s} {key:6s} max |diff| {err:.2e}")
+    print(f"{d}: annojax {name:5s} {key:6s} max |diff| {err:.2e} (largest "
+          f"|hidden state| {scale:.1f})")
   print(f"{d}: transformers' padded batch vs its single clips: max |diff| "
         f"{hf_batch:.2e}")
   return worst

@@ -108,6 +108,23 @@ def test_long_audio_is_pooled_over_its_pieces():
   assert np.abs(want - ref["last_3"].mean(0)).max() > 10 * TOL
 
 
+def test_do_normalize_normalises_each_clip(tmp_path):
+  """preprocessor_config.json's do_normalize (wav2vec2-base): each clip is
+  scaled to zero mean and unit variance (transformers' formula, eps 1e-7)
+  before the encoder (a model with conv biases: not scale-invariant)."""
+  _, audio = _reference("wav2vec2_stable")
+  d = _copy("wav2vec2_stable", tmp_path)
+  (d / "preprocessor_config.json").write_text(json.dumps(
+      {"sampling_rate": 16000, "do_normalize": True}))
+  y = 3.0 * audio[2] + 0.5
+  got = extract.SpeechEncoder(str(d)).hidden_states([y])[0][1]
+  plain = extract.SpeechEncoder(os.path.join(FIXTURES, "wav2vec2_stable"))
+  normed = (y - y.mean()) / np.sqrt(y.var() + 1e-7)
+  np.testing.assert_allclose(got, plain.hidden_states([normed])[0][1],
+                             atol=1e-5)
+  assert np.abs(got - plain.hidden_states([y])[0][1]).max() > 0.05
+
+
 def test_bfloat16_is_close_to_the_float32_reference():
   ref, audio = _reference("wavlm")
   enc = extract.SpeechEncoder(os.path.join(FIXTURES, "wavlm"),

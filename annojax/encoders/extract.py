@@ -86,10 +86,12 @@ def _forward(graphdef, state, audio, lengths, dtype, pooled):
 class SpeechEncoder:
   """A checkpoint directory's encoder, jit-compiled, with its options."""
 
-  def __init__(self, directory: str, *, layer="last", pooling: str = "mean",
-               dtype: str = "float32", chunk_seconds: float = 30.0,
-               batch_seconds: float = 64.0):
-    self.model = wav2vec2.load(directory)
+  def __init__(self, checkpoint: str | wav2vec2.Encoder, *, layer="last",
+               pooling: str = "mean", dtype: str = "float32",
+               chunk_seconds: float = 30.0, batch_seconds: float = 64.0):
+    """checkpoint: a model directory, or an Encoder already built."""
+    self.model = (checkpoint if isinstance(checkpoint, wav2vec2.Encoder)
+                  else wav2vec2.load(checkpoint))
     self.cfg = self.model.cfg
     self.layer = parse_layer(layer, self.cfg.num_hidden_layers)
     if pooling not in POOLINGS:

@@ -202,19 +202,18 @@ class Attention(nnx.Module):
   def __call__(self, x, key_valid, position_bias):
     b, t, h = x.shape
     d = h // self.heads
-    split = lambda y: y.reshape(b, t, self.heads, d)
+    split = lambda y: y.reshape(b, t, self.heads, d).transpose(0, 2, 1, 3)
     q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d ** -0.5), k,
-                        preferred_element_type=jnp.float32)
+    scores = jnp.matmul(q * (d ** -0.5), k.transpose(0, 1, 3, 2),
+                        preferred_element_type=jnp.float32)  # [B, H, T, T]
     if self.gated:
-      g = self.gate(split(x)).astype(jnp.float32)  # [B, T, H, 8]
+      g = self.gate(x.reshape(b, t, self.heads, d)).astype(jnp.float32)
       g = jax.nn.sigmoid(g.reshape(b, t, self.heads, 2, 4).sum(-1))
       gate = g[..., 0] * (g[..., 1] * self.gate_const[...] - 1.0) + 2.0
       scores = scores + gate.transpose(0, 2, 1)[..., None] * position_bias
     scores = jnp.where(key_valid[:, None, None, :], scores, -jnp.inf)
     p = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    y = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, h)
-    return self.out(y)
+    return self.out((p @ v).transpose(0, 2, 1, 3).reshape(b, t, h))
 
 
 class Layer(nnx.Module):
