@@ -91,12 +91,12 @@ def main():
     import transformers  # pylint: disable=g-import-not-at-top
     if args.threads:
       torch.set_num_threads(args.threads)
-    model = transformers.AutoModel.from_pretrained(d).eval()
+    tmodel = transformers.AutoModel.from_pretrained(d).eval()
     order = np.argsort(lengths)
 
     def torch_single():
       with torch.no_grad():
-        return [model(torch.from_numpy(y)[None]).last_hidden_state[0].mean(0)
+        return [tmodel(torch.from_numpy(y)[None]).last_hidden_state[0].mean(0)
                 for y in clips]
 
     def torch_batched():
@@ -109,9 +109,9 @@ def main():
           m = np.zeros((len(idx), n), np.int64)
           for r, i in enumerate(idx):
             x[r, :lengths[i]], m[r, :lengths[i]] = clips[i], 1
-          out.append(model(torch.from_numpy(x),
-                           attention_mask=torch.from_numpy(m)
-                           ).last_hidden_state)
+          out.append(tmodel(torch.from_numpy(x),
+                            attention_mask=torch.from_numpy(m)
+                            ).last_hidden_state)
       return out
 
     runners["transformers, one clip per call"] = torch_single

@@ -219,7 +219,7 @@ def get_config():
   config.features.pooling = "mean"
   config.features.dtype = "float32"
   config.features.chunk_seconds = 30.0
-  config.features.batch_seconds = 64.0
+  config.features.batch_seconds = 32.0
   # Or import openSMILE's CSV output (one row per clip; several files
   # separated by commas) instead of reading audio.
   config.features.opensmile_csv = ""

@@ -16,10 +16,10 @@ long audio in pieces, the layer and the pooling.
   pieces no longer than that; each piece is encoded on its own (attention
   does not cross pieces) and the pooling runs over all their frames
   together.
-- Batching: clips (pieces) sorted by length are padded to a few lengths (a
-  geometric grid, ratio 1.25) and batched up to batch_seconds of padded
-  audio, so only a few shapes are compiled; a clip's result does not
-  depend on its batch (encoders/wav2vec2.py).
+- Batching: clips (pieces), longest first, in full batches of up to
+  batch_seconds of padded audio, each padded to its longest piece's length
+  on a geometric grid (ratio 1.1), so only a few shapes are compiled; a
+  clip's result does not depend on its batch (encoders/wav2vec2.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from annojax.encoders import wav2vec2
 LAYERS = ("last", "mean")  # or an integer
 POOLINGS = ("mean", "mean_std")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-GRID_RATIO = 1.25
+GRID_RATIO = 1.1
 
 
 def parse_layer(layer, num_layers: int):
@@ -88,7 +88,7 @@ class SpeechEncoder:
 
   def __init__(self, checkpoint: str | wav2vec2.Encoder, *, layer="last",
                pooling: str = "mean", dtype: str = "float32",
-               chunk_seconds: float = 30.0, batch_seconds: float = 64.0):
+               chunk_seconds: float = 30.0, batch_seconds: float = 32.0):
     """checkpoint: a model directory, or an Encoder already built."""
     self.model = (checkpoint if isinstance(checkpoint, wav2vec2.Encoder)
                   else wav2vec2.load(checkpoint))
@@ -139,17 +139,19 @@ class SpeechEncoder:
     return min(length, max(n, self.chunk))
 
   def _batches(self, lengths: list[int]):
-    """Indices of pieces, sorted by length, in batches of one padded
-    length: [(padded length, [piece index, ...]), ...]."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: dict[int, list[int]] = {}
-    for i in order:
-      groups.setdefault(self._padded_length(lengths[i]), []).append(i)
+    """Pieces in batches, longest first: [(padded length, [piece index,
+    ...], rows), ...]. A batch starts at the longest piece left, is padded
+    to that piece's grid length L and filled with the next longest pieces
+    up to rows(L) = batch_samples // L: every batch is full but the last,
+    whose rows are rounded up to a power of two (filler rows of zeros), so
+    a corpus compiles few shapes."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     out = []
-    for length, idx in groups.items():
-      per = max(1, self.batch_samples // length)
-      for s in range(0, len(idx), per):
-        out.append((length, idx[s:s + per], per))
+    while order:
+      length = self._padded_length(lengths[order[0]])
+      rows = max(1, self.batch_samples // length)
+      out.append((length, order[:rows], rows))
+      order = order[rows:]
     return out
 
   def _run(self, pieces: list[np.ndarray], pooled: bool,
@@ -162,8 +164,7 @@ class SpeechEncoder:
     else:
       batches = self._batches([len(p) for p in pieces])
     for length, idx, per in batches:
-      size = 1 << max(0, (len(idx) - 1).bit_length())  # few batch shapes
-      size = min(size, per) if len(idx) <= per else len(idx)
+      size = min(1 << max(0, (len(idx) - 1).bit_length()), per)
       audio = np.zeros((size, length), np.float32)
       lengths = np.full(size, length, np.int32)  # filler rows: zeros
       for row, i in enumerate(idx):
