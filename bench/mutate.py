@@ -583,7 +583,7 @@ MUTANTS = [
       "auto-sized chunks ignore the CPU's cap (CPU figures change)",
       ("tests/test_enroll.py",)),
     M("groupnorm_over_padding", "annojax/encoders/wav2vec2.py",
-      "valid = jnp.arange(x.shape[1])[None, :] < n[:, None]",
+      "valid = frame_mask(n, x.shape[1])",
       "valid = jnp.ones(x.shape[:2], bool)",
       "the front end's GroupNorm takes statistics over the padding too "
       "(transformers' padded batches)", ("tests/test_encoders.py",)),

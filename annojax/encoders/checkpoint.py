@@ -65,13 +65,6 @@ class EncoderConfig:
   def gated_relative_bias(self) -> bool:
     return self.model_type == "wavlm"
 
-  def frames(self, samples):
-    """Frames the convolutional front end makes of `samples` samples."""
-    n = np.asarray(samples)
-    for k, s in zip(self.conv_kernel, self.conv_stride):
-      n = np.maximum((n - k) // s + 1, 0)
-    return n
-
   @property
   def receptive_field(self) -> int:
     """Samples the first frame sees (the shortest clip that has a frame)."""
@@ -233,7 +226,7 @@ class Weights:
   is an error naming the file, the tensor and the shape expected."""
 
   def __init__(self, tensors: dict[str, np.ndarray], path: str):
-    self.tensors, self.path, self.used = tensors, path, set()
+    self.tensors, self.path = tensors, path
 
   def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in self.tensors:
@@ -245,7 +238,6 @@ class Weights:
       raise CheckpointError(f"{self.path}: tensor {name!r} has shape "
                             f"{tuple(a.shape)}, expected {tuple(shape)} "
                             "from config.json")
-    self.used.add(name)
     return a
 
   def has(self, name: str) -> bool:

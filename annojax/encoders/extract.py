@@ -66,8 +66,7 @@ def pool_sums(states, last, frames, layer, pooling):
   else:
     x = states[layer]
   x = x.astype(jnp.float32)
-  valid = (jnp.arange(x.shape[1])[None, :] < frames[:, None])[..., None]
-  x = jnp.where(valid, x, 0.0)
+  x = jnp.where(wav2vec2.frame_mask(frames, x.shape[1])[..., None], x, 0.0)
   sq = jnp.square(x).sum(1) if pooling == "mean_std" else None
   return x.sum(1), sq, frames
 
@@ -104,11 +103,6 @@ class SpeechEncoder:
     self.chunk = max(int(chunk_seconds * rate), self.min_samples)
     self.batch_samples = max(int(batch_seconds * rate), self.chunk)
     self.graphdef, self.state = nnx.split(self.model)
-
-  @property
-  def dim(self) -> int:
-    h = self.cfg.hidden_size
-    return 2 * h if self.pooling == "mean_std" else h
 
   def prepare(self, y: np.ndarray) -> np.ndarray:
     """One clip's samples as the model expects them (do_normalize)."""

@@ -63,11 +63,7 @@ class LayerNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x):
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+    return _normalize(x, -1, None, self.scale[...], self.bias[...], self.eps)
 
 
 def _conv(x, kernel, stride=1, padding=0, groups=1):
@@ -114,11 +110,16 @@ class FeatureEncoder(nnx.Module):
         x = _normalize(x, -1, None, self.norm_scale[i][...],
                        self.norm_bias[i][...])
       elif i == 0:  # GroupNorm, one group per channel: over valid frames
-        valid = jnp.arange(x.shape[1])[None, :] < n[:, None]
+        valid = frame_mask(n, x.shape[1])
         x = _normalize(x, 1, valid, self.norm_scale[0][...],
                        self.norm_bias[0][...])
       x = _gelu(x)
     return x, n
+
+
+def frame_mask(frames, t: int):
+  """[B, t]: True at each clip's first frames[b] frames."""
+  return jnp.arange(t)[None, :] < frames[:, None]
 
 
 def _normalize(x, axis, valid, scale, bias, eps=1e-5):
@@ -272,7 +273,7 @@ class Encoder(nnx.Module):
     if self.proj_norm is not None:
       x = self.proj_norm(x)
     x = self.proj(x)
-    valid = jnp.arange(x.shape[1])[None, :] < frames[:, None]
+    valid = frame_mask(frames, x.shape[1])
     x = jnp.where(valid[..., None], x, 0)
     x = x + self.position(x)
     if not self.cfg.do_stable_layer_norm:
