@@ -185,8 +185,7 @@ def tables(config) -> dict[str, ratings_lib.Ratings]:
   if cfg.corpus == "synthetic":
     return {c.name: c.ratings for c in synthetic.make_pair(cfg.synthetic)}
   out = {}
-  for role in ("source", "target"):
-    spec = cfg.files[role]
+  for spec in readers.resolved(cfg.files).values():
     if not spec.path:
       continue
     out[spec.name] = ratings_lib.validate(readers.read_used(spec))

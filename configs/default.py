@@ -19,16 +19,19 @@ def get_config():
   # "synthetic" (embedded default) or "files": a reader of
   # annojax/corpora/readers.py (generic, msp_podcast, iemocap, msp_improv,
   # muse, crema_d) over `path` + an embedding file (.npz: clip_ids,
-  # embeddings; see --mode=features). dims/scale are for the generic reader.
+  # embeddings; see --mode=features). `dims`: the dimensions both corpora
+  # use; a corpus's own dims override them (one corpus's own apply to the
+  # other too where it sets none). `scale` (generic reader): (low, high)
+  # the ratings were given on; empty = read from the ratings' smallest and
+  # largest values, with a warning naming them. Declare it.
   config.data.corpus = "synthetic"
   config.data.synthetic = synthetic.default_config()
   config.data.files = ml_collections.ConfigDict(dict(
+      dims=("activation", "valence"),
       source=dict(name="source", reader="generic", path="", embeddings="",
-                  dims=("activation", "valence"), scale=(1.0, 7.0),
-                  options={}),
+                  dims=(), scale=(), options={}),
       target=dict(name="target", reader="generic", path="", embeddings="",
-                  dims=("activation", "valence"), scale=(1.0, 5.0),
-                  options={})))
+                  dims=(), scale=(), options={})))
   # Where TFDS datasets go; empty = <workdir>/data.
   config.data.data_dir = ""
   # Pre-training keeps annotators with at least this many ratings.

@@ -2,11 +2,13 @@
 
   config.data.corpus = "files"
   config.data.files.source = dict(name=..., reader="msp_podcast",
-                                  path=<labels dir>, embeddings=<.npz>,
-                                  dims=("activation", "valence"))
+                                  path=<labels dir>, embeddings=<.npz>)
+  config.data.files.dims = ("activation", "valence")
 
 Dimensional readers return every attribute their corpus has; `dims` keeps
-those a run uses (source and target must agree).
+those a run uses (source and target must agree): config.data.files.dims
+for both, unless a corpus sets its own (one corpus's own dims apply to the
+other too where the other sets none; resolved()).
 
 Readers (each module documents the distributed format it reads, and its
 spec.options; ../shared/formats/FORMATS.md has the formats' provenance):
@@ -34,6 +36,7 @@ and the feature job share, and counts every rating it drops by reason
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from absl import logging
@@ -54,9 +57,13 @@ def _options(spec) -> dict:
   return dict(spec.get("options", None) or {})
 
 
+def _scale(spec) -> tuple:
+  return tuple(spec.get("scale", None) or ())
+
+
 READERS = {
     "generic": lambda spec: generic_csv.read_ratings(
-        spec.path, tuple(spec.dims), tuple(spec.scale)),
+        spec.path, tuple(spec.dims), _scale(spec)),
     "msp_podcast": lambda spec: msp_podcast.read(spec.path, **_options(spec)),
     "iemocap": lambda spec: iemocap.read(spec.path, **_options(spec)),
     "msp_improv": lambda spec: msp_improv.read(spec.path, **_options(spec)),
@@ -66,6 +73,30 @@ READERS = {
                                                        **_options(spec)),
 }
 CATEGORICAL = ("crema_d",)
+ROLES = ("source", "target")
+
+
+def resolved(files) -> dict:
+  """{"source": spec, "target": spec} of config.data.files with each
+  corpus's dims decided: its own where set; else the other corpus's where
+  only that one is set (dims set once apply to both); else files.dims.
+  The specs are copies: the config is not changed."""
+  own = {r: tuple(files[r].get("dims", None) or ()) for r in ROLES}
+  out = {}
+  for role, other in zip(ROLES, ROLES[::-1]):
+    spec = copy.deepcopy(files[role])
+    dims = own[role] or own[other] or tuple(files.get("dims", None) or ())
+    if not dims and spec.reader not in CATEGORICAL:
+      raise ValueError(f"config.data.files.{role}.dims is empty (and so is "
+                       "config.data.files.dims): name the dimensions, e.g. "
+                       "('activation', 'valence')")
+    if own[role] != dims:
+      logging.info("config.data.files.%s.dims: %s (from %s)", role, dims,
+                   f"files.{other}.dims" if own[other] else "files.dims")
+    with spec.unlocked():
+      spec.dims = dims
+    out[role] = spec
+  return out
 
 
 def read(spec) -> ratings_lib.Ratings:
@@ -116,6 +147,6 @@ def load(spec) -> corpus_lib.Corpus:
   """Reads and joins one corpus; dimensional readers keep spec.dims."""
   if spec.reader == "generic":  # errors can name the CSV line
     return generic_csv.load(spec.name, spec.path, spec.embeddings,
-                            tuple(spec.dims), tuple(spec.scale))
+                            tuple(spec.dims), _scale(spec))
   return corpus_lib.join(spec.name, read_used(spec),
                          *embeddings.read_embeddings(spec.embeddings))

@@ -50,8 +50,9 @@ def load_corpora(cfg: ml_collections.ConfigDict
   if cfg.corpus == "synthetic":
     return synthetic.make_pair(cfg.synthetic)
   if cfg.corpus == "files":
-    src, tgt = cfg.files.source, cfg.files.target
-    for role, spec in (("source", src), ("target", tgt)):
+    specs = readers.resolved(cfg.files)
+    src, tgt = specs["source"], specs["target"]
+    for role, spec in specs.items():
       if not spec.path:
         raise ValueError(
             f"config.data.files.{role}.path is empty: name the {role} "
@@ -59,7 +60,14 @@ def load_corpora(cfg: ml_collections.ConfigDict
             "(target.path = source.path) with options that hold raters, "
             "clips and speakers apart (see configs/crema_d.py); the leakage "
             "check after prepare enforces it.")
-    return readers.load(src), readers.load(tgt)
+    pair = readers.load(src), readers.load(tgt)
+    widths = [c.embeddings.shape[1] for c in pair]
+    if widths[0] != widths[1]:
+      raise ValueError(
+          f"{tgt.embeddings}: embeddings of {widths[1]} features, but the "
+          f"source's ({src.embeddings}) have {widths[0]}: the model takes "
+          "one width; extract both corpora's features the same way")
+    return pair
   raise ValueError(f"unknown config.data.corpus {cfg.corpus!r}; "
                    "one of 'synthetic', 'files'")
 

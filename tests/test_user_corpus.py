@@ -1,0 +1,156 @@
+"""A researcher's own corpus: nothing a user did not give is silently assumed.
+
+Each test here failed before its fix (issue: a new user's trial on a real
+corpus): the scale and dims of the generic reader, a rating missing a used
+dimension, target embeddings of another width.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+
+from annojax.corpora import ratings as ratings_lib
+from annojax.corpora import readers
+from annojax.data import prepare
+from configs import default
+
+
+def _write(root, name, rows, dims=("activation", "valence"), width=4,
+           seed=0):
+  """A generic CSV of `rows` (clip, annotator, speaker, *values) and an
+  embeddings file of its clips."""
+  root.mkdir(parents=True, exist_ok=True)
+  lines = ["clip,annotator,speaker," + ",".join(dims)]
+  lines += [",".join(str(v) for v in r) for r in rows]
+  (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
+  clips = sorted({r[0] for r in rows})
+  rng = np.random.default_rng(seed)
+  np.savez(root / f"{name}.npz", clip_ids=np.array(clips),
+           embeddings=rng.normal(size=(len(clips), width)).astype(np.float32))
+  return str(root / f"{name}.csv"), str(root / f"{name}.npz")
+
+
+def _rows(prefix, values, raters=("a", "b"), speakers=3, clips=4):
+  """Every rater rates every clip; ratings cycle through `values`."""
+  out, i = [], 0
+  for s in range(speakers):
+    for c in range(clips):
+      for r in raters:
+        v = values[i % len(values)]
+        out.append((f"{prefix}_s{s}_c{c}", f"{prefix}_{r}", f"{prefix}_s{s}",
+                    v, values[(i + 1) % len(values)]))
+        i += 1
+  return out
+
+
+def _config(tmp_path, src_values=(1, 2, 3, 4, 5), tgt_values=(1, 3, 5),
+            tgt_width=4):
+  c = default.get_config()
+  c.data.corpus = "files"
+  for role, name, values, width in (("source", "src", src_values, 4),
+                                    ("target", "tgt", tgt_values, tgt_width)):
+    spec = c.data.files[role]
+    spec.name = name
+    spec.path, spec.embeddings = _write(tmp_path, name, _rows(name, values),
+                                        width=width)
+  return c
+
+
+def test_an_undeclared_source_scale_is_read_from_its_ratings(tmp_path,
+                                                             caplog):
+  """The source's 1-5 ratings with only the target's scale declared: read
+  on 1-5 (their own range, with a warning naming it), not on a default
+  1-7 (which put every 5 at 0.33 without a word)."""
+  c = _config(tmp_path)
+  c.data.files.target.scale = (1.0, 5.0)
+  with caplog.at_level(logging.WARNING):
+    src, tgt = prepare.load_corpora(c.data)
+  assert src.ratings.scale == (1.0, 5.0) == tgt.ratings.scale
+  np.testing.assert_allclose(src.ratings.values.max(), 1.0)
+  np.testing.assert_allclose(src.ratings.values.min(), -1.0)
+  assert "src.csv: no scale declared; read from the ratings as [1, 5]" in (
+      caplog.text)
+  assert "tgt.csv: no scale declared" not in caplog.text
+
+
+def test_a_declared_scale_wider_than_the_ratings_is_warned(tmp_path, caplog):
+  c = _config(tmp_path)
+  c.data.files.source.scale = (1.0, 7.0)
+  c.data.files.target.scale = (1.0, 5.0)
+  with caplog.at_level(logging.WARNING):
+    src, _ = prepare.load_corpora(c.data)
+  np.testing.assert_allclose(src.ratings.values.max(), 2 * 4 / 6 - 1,
+                             rtol=1e-6)
+  assert ("src.csv: every rating lies in [1, 5], inside the declared scale "
+          "[1, 7]") in caplog.text
+  assert "tgt.csv: every rating" not in caplog.text
+
+
+def test_ratings_that_cannot_show_a_scale_must_declare_one(tmp_path):
+  c = _config(tmp_path, src_values=(3,))
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"src.csv: no scale declared, and the ratings "
+                           r"cannot show it \(they are all 3\)"):
+    prepare.load_corpora(c.data)
+
+
+def test_dims_set_for_one_corpus_apply_to_both(tmp_path):
+  """Overriding data.files.source.dims alone used to leave the target on
+  the default dims ("missing column(s) ['activation']")."""
+  c = _config(tmp_path)
+  dims = ("arousal", "pleasure")
+  for role, name, values in (("source", "src", (1, 2, 3, 4, 5)),
+                             ("target", "tgt", (1, 3, 5))):
+    spec = c.data.files[role]
+    spec.path, spec.embeddings = _write(tmp_path / "renamed", name,
+                                        _rows(name, values), dims=dims)
+  c.data.files.source.dims = dims
+  specs = readers.resolved(c.data.files)
+  assert specs["target"].dims == dims == specs["source"].dims
+  assert c.data.files.target.dims == ()  # the config itself is not changed
+  src, tgt = prepare.load_corpora(c.data)
+  assert src.ratings.dims == dims == tgt.ratings.dims
+  # Each corpus's own dims win; files.dims is the shared default.
+  c.data.files.source.dims = ("activation",)
+  c.data.files.target.dims = ("valence",)
+  specs = readers.resolved(c.data.files)
+  assert (specs["source"].dims, specs["target"].dims) == (("activation",),
+                                                          ("valence",))
+  c.data.files.source.dims = c.data.files.target.dims = ()
+  c.data.files.dims = ("valence",)
+  assert readers.resolved(c.data.files)["target"].dims == ("valence",)
+
+
+def test_a_rating_missing_a_used_dimension_is_dropped_and_counted(
+    tmp_path, caplog):
+  """As README says for every reader: the generic reader used to refuse
+  the file instead (the row's NaN named by validate)."""
+  c = _config(tmp_path)
+  path = c.data.files.source.path
+  with open(path) as f:
+    lines = f.read().splitlines()
+  lines[3] = ",".join(lines[3].split(",")[:4] + [""])  # no valence
+  lines[5] = ",".join(lines[5].split(",")[:3] + ["", "2"])  # no activation
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  c.data.files.source.scale = c.data.files.target.scale = (1.0, 5.0)
+  with caplog.at_level(logging.WARNING):
+    src, _ = prepare.load_corpora(c.data)
+  assert len(src.ratings) == len(lines) - 1 - 2
+  assert src.ratings.dropped == {"no valence value": 1,
+                                 "no activation value": 1}
+  assert "dropped 1 rating(s) with no valence value (lines [4])" in caplog.text
+  assert "dropped 1 rating(s) with no activation value (lines [6])" in (
+      caplog.text)
+
+
+def test_target_embeddings_of_another_width_name_both_files(tmp_path):
+  """Used to end in numpy's "operands could not be broadcast together"."""
+  c = _config(tmp_path, tgt_width=7)
+  c.data.files.source.scale = c.data.files.target.scale = (1.0, 5.0)
+  c.data.min_ratings = 2
+  with pytest.raises(ValueError,
+                     match=r"tgt.npz: embeddings of 7 features, but the "
+                           r"source's \(.*src.npz\) have 4"):
+    prepare.prepare(c, str(tmp_path / "w"))
