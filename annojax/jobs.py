@@ -62,6 +62,8 @@ def run(config, workdir: str) -> dict:
     return {"predictions": predict.run_predict(config, workdir)}
   prepared = prepare.prepare(config, workdir)
   out = {"prepared": prepared}
+  if config.mode == "all":
+    loop.check_rows(config, prepared)
   if config.mode in ("train", "all"):
     # One pre-trained pair of models per evaluation seed: a seed is an
     # independent replicate (its own init and data order), replicate 0 is

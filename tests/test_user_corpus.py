@@ -154,3 +154,36 @@ def test_target_embeddings_of_another_width_name_both_files(tmp_path):
                      match=r"tgt.npz: embeddings of 7 features, but the "
                            r"source's \(.*src.npz\) have 4"):
     prepare.prepare(c, str(tmp_path / "w"))
+
+
+def test_distribution_rows_a_target_cannot_score_are_left_out_not_fatal(
+    tiny_config, tmp_path):
+  """A corpus with fewer ratings per target clip than
+  config.eval.distribution.min_ratings used to train every model and then
+  end the protocol with an error. By default those rows are left out with
+  a line saying why; named in config.eval.rows they fail before training."""
+  from annojax import jobs  # pylint: disable=g-import-not-at-top
+  from annojax.protocol import context  # pylint: disable=g-import-not-at-top
+  from annojax.protocol import loop  # pylint: disable=g-import-not-at-top
+  from annojax.protocol import rows  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  prepared = prepare.prepare(c, str(tmp_path / "w"))
+  target = context.Target(c, prepared)
+  most = int(np.bincount(target.table.pair_clip).max())
+  c.eval.distribution.min_ratings = most + 1
+  selected, why = loop.selected_rows(c, target)
+  assert selected and all(r.output == rows.PAIRS for r in selected)
+  assert why.startswith("rows left out: ")
+  assert "heads_kde" in why and "aggregate_sd" in why
+  assert f"no target clip has >= {most + 1} ratings (the most any has: " \
+         f"{most})" in why
+  c.eval.distribution.min_ratings = most
+  selected, why = loop.selected_rows(c, target)
+  assert why is None and "heads_kde" in [r.name for r in selected]
+  c.eval.distribution.min_ratings = most + 1
+  c.eval.rows = ("heads_kde",)
+  c.mode = "all"
+  with pytest.raises(ValueError, match=r"rating distributions: no target "
+                                       r"clip has >= \d+ ratings"):
+    jobs.run(c, str(tmp_path / "w"))
+  assert not (tmp_path / "w" / "individual").exists()  # nothing trained

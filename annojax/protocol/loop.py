@@ -64,10 +64,12 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   target = context.Target(config, prepared)
   for module in config.eval.row_modules:  # rows registered elsewhere
     importlib.import_module(module)
-  selected = rows_lib.select(tuple(config.eval.rows), target.categorical,
-                             context.families(config))
+  selected, left_out = selected_rows(config, target)
   sizes = folds.adaptive_sizes(config.eval)
   got = _Collected()
+  if left_out:
+    logging.warning("%s", left_out)
+    got.warnings.append(left_out)
   bar = tqdm.tqdm(total=config.eval.seeds, desc="evaluate (seeds)",
                   disable=not train.progress_bar(config))
   for seed in range(config.eval.seeds):
@@ -81,6 +83,28 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
       plots.rating_distributions(got.distribution_plot, target.columns,
                                  os.path.join(workdir, "eval"))
   return results
+
+
+def selected_rows(config, target: context.Target):
+  """The rows the protocol runs -> (rows, why some default rows were left
+  out, or None): rows that cannot be scored on this target (rating
+  distributions without clips of min_ratings ratings) are left out of the
+  default selection; named in config.eval.rows, they are an error."""
+  names = tuple(config.eval.rows)
+  selected = rows_lib.select(names, target.categorical,
+                             context.families(config))
+  named = any(rows_lib.REGISTRY[n].output == rows_lib.DISTRIBUTION
+              for n in names)
+  return rating_distributions.applicable(
+      selected, target.table, config.eval.distribution, named)
+
+
+def check_rows(config, prepared: prepare_lib.Prepared) -> None:
+  """Before any training: the rows config.eval.rows names can be scored on
+  the prepared target (an error now, not after hours of training)."""
+  for module in config.eval.row_modules:
+    importlib.import_module(module)
+  selected_rows(config, context.Target(config, prepared))
 
 
 def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):

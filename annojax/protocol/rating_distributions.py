@@ -81,6 +81,36 @@ def tune_heads(cfg, tune: Rated, z_held, kernel, bias, weights,
       scale, tune.rating_clip, tune.y, cfg.widths, cfg.shrinks)
 
 
+def unscorable(table, cfg) -> str | None:
+  """Why the distribution rows cannot be scored on a target table (no clip
+  has cfg.min_ratings ratings), or None."""
+  n = np.bincount(table.pair_clip, minlength=len(table.clip_ids))
+  if (n >= cfg.min_ratings).any():
+    return None
+  return (f"no target clip has >= {cfg.min_ratings} ratings (the most any "
+          f"has: {int(n.max()) if n.size else 0}), "
+          "config.eval.distribution.min_ratings")
+
+
+def applicable(selected, table, cfg, named: bool):
+  """`selected` rows without the distribution rows where the target cannot
+  score them -> (rows, the reason or None). Rows the user named
+  (config.eval.rows) are not left out: a ValueError says why."""
+  if not any(r.output == rows_lib.DISTRIBUTION for r in selected):
+    return selected, None
+  why = unscorable(table, cfg)
+  if why is None:
+    return selected, None
+  if named:
+    raise ValueError(
+        f"rating distributions: {why}; lower it or leave the distribution "
+        "rows out of config.eval.rows")
+  left = [r.name for r in selected if r.output == rows_lib.DISTRIBUTION]
+  reason = (f"rows left out: {', '.join(left)} (rating distributions): "
+            f"{why}; lower it to score them")
+  return [r for r in selected if r.output != rows_lib.DISTRIBUTION], reason
+
+
 class SeedClips:
   """What the distribution rows of one seed see: the seed (context.Seed),
   the target clips they are scored on (`rated`), the target's and the
