@@ -13,6 +13,7 @@ from annojax import features
 from annojax import label_stats
 from annojax import predict
 from annojax import train
+from annojax import workdir_config
 from annojax.data import prepare
 from annojax.protocol import folds
 from annojax.protocol import loop
@@ -49,9 +50,9 @@ def check_mode(mode: str):
 def run(config, workdir: str) -> dict:
   check_mode(config.mode)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  # The workdir's saved config: a run with other data / model settings is
+  # refused, other differences logged; config.json is never written over.
+  workdir_config.reconcile(config, workdir, write=jax.process_index() == 0)
   if config.mode == "features":
     return {"features": features.run(config, workdir)}
   if config.mode == "stats":

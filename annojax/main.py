@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import re
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+import yaml
 
 from annojax import distributed
 from annojax import jobs
+from annojax import workdir_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None,
@@ -86,24 +89,81 @@ def _fail(error: BaseException, status: int, verbose: bool):
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with --help exiting 0 and flag / config errors
-  (a missing config file, an unknown key, a bad value) as one line."""
+  (a missing config file, an unknown key, a bad value) as one line. No
+  --config in a workdir with a saved config.json: that config
+  (workdir_config.py), with the --config.a.b flags on top."""
   if any(a in ("-h", "--help", "-help", "--helpshort") for a in argv[1:]):
     sys.stdout.write(usage())
     sys.exit(0)
   verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
                 for a in argv[1:])
   _check_config_file(argv, verbose)
+  argv = _config_of_workdir(argv)
   try:
     return FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
+    key_error = _unknown_key(e, argv)
+    if key_error is not None:
+      _fail(key_error, 2, verbose)
     cause = e.__cause__ if isinstance(e, flags.Error) and e.__cause__ else e
-    if isinstance(cause, KeyError):  # name the override it came from
-      key = str(cause.args[0]).splitlines()[0].strip("'\"") if cause.args else ""
-      given = [a for a in argv if a.startswith("--config.") and key in a]
-      cause = KeyError(f"unknown config key {key!r}"
-                       + (f" in {given[0]}" if given else "") + "; "
-                       + " ".join(str(cause.args[0]).splitlines()[1:]))
     _fail(cause if isinstance(cause, USER_ERRORS) else e, 2, verbose)
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  for i, a in enumerate(argv[1:], start=1):
+    if a.startswith(f"--{name}="):
+      return a[len(name) + 3:]
+    if a == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _config_of_workdir(argv: list[str]) -> list[str]:
+  """argv with --config=<the saved-config loader>:W/config.json added where
+  no --config is given and the --workdir W has a saved config."""
+  workdir = _flag_value(argv, "workdir")
+  if _flag_value(argv, "config") is not None or not workdir:
+    return argv
+  saved = workdir_config.saved_path(workdir)
+  if not os.path.isfile(saved):
+    return argv
+  sys.stderr.write(f"annojax: no --config given: starting from {saved}\n")
+  loader = os.path.abspath(workdir_config.__file__)
+  return [argv[0], f"--config={loader}:{os.path.abspath(saved)}", *argv[1:]]
+
+
+def _unknown_key(error: BaseException, argv: list[str]) -> KeyError | None:
+  """A mistyped --config.a.b (ml_collections' KeyError, wrapped by absl and
+  config_flags) as one KeyError naming the whole key, the flag and the key
+  it probably meant; None for other errors."""
+  e, found = error, None
+  while e is not None and found is None:
+    if isinstance(e, KeyError):
+      found = e
+    elif e.args and isinstance(e.args[0], KeyError):
+      found = e.args[0]
+    e = e.__cause__ or e.__context__
+  if found is None or not found.args:
+    return None
+  text = str(found.args[0])
+  name = text.splitlines()[0].strip().strip("'\"")
+  meant = re.search(r'Did you mean "([^"]+)"', text)
+  for a in argv[1:]:
+    if not a.startswith("--config."):
+      continue
+    path = a[len("--config."):].split("=", 1)[0]
+    parts = path.split(".")
+    if name not in parts:
+      continue
+    hint = ""
+    if meant:
+      fixed = parts[:]
+      fixed[parts.index(name)] = meant.group(1)
+      hint = f"; did you mean {'.'.join(fixed)!r}?"
+    return KeyError(f"unknown config key {path!r} ({name!r} is not a key "
+                    f"there) in {a}{hint} (--print_config lists every key)")
+  return KeyError(f"unknown config key {name!r}"
+                  + (f"; did you mean {meant.group(1)!r}?" if meant else ""))
 
 
 def _check_config_file(argv, verbose):
@@ -145,12 +205,15 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   if FLAGS.config is None:
     _fail(ValueError("give a config file: --config=configs/demo.py (see "
-                     "--help)"), 2, FLAGS.verbose)
+                     "--help), or a --workdir whose config.json an earlier "
+                     "run saved"), 2, FLAGS.verbose)
   config = FLAGS.config
   if FLAGS.mode:
     config.mode = FLAGS.mode
   if FLAGS.print_config:
-    sys.stdout.write(str(config))
+    # Plain YAML: lists, no Python tags, no anchors for shared values.
+    sys.stdout.write(yaml.safe_dump(workdir_config.plain(config),
+                                    sort_keys=False, width=79))
     return
   if not FLAGS.workdir:
     _fail(ValueError("give a working directory: --workdir=DIR (data, "

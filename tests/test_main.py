@@ -88,7 +88,12 @@ def test_console_command_help_and_config_from_another_directory(tmp_path):
     (["--config=no_such_config.py"], "config file 'no_such_config.py' not "
      "found", 2),
     (["--config=CONFIG", "--config.trian.lr=3"], "unknown config key "
-     "'trian' in --config.trian.lr=3; Did you mean \"train\"", 2),
+     "'trian.lr' ('trian' is not a key there) in --config.trian.lr=3; did "
+     "you mean 'train.lr'?", 2),
+    (["--config=CONFIG", "--config.data.files.source.embedings=x.npz"],
+     "unknown config key 'data.files.source.embedings' ('embedings' is not "
+     "a key there) in --config.data.files.source.embedings=x.npz; did you "
+     "mean 'data.files.source.embeddings'?", 2),
     (["--config=CONFIG", "--config.mode=enrol"], "unknown config.mode "
      "'enrol'; did you mean 'enroll'?", 1),
     (["--config=CONFIG", "--mode=enrol"], "flag --mode=enrol: value should "

@@ -187,3 +187,58 @@ def test_distribution_rows_a_target_cannot_score_are_left_out_not_fatal(
                                        r"clip has >= \d+ ratings"):
     jobs.run(c, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "individual").exists()  # nothing trained
+
+
+def _cli(*args):
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, "-m", "annojax.main", *args],
+                        cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_later_modes_start_from_the_workdirs_saved_config(tmp_path):
+  """A later mode without --config used to need every flag again (or
+  rebuilt the synthetic default over the saved config.json). Now: no
+  --config starts from the saved config, flags apply on top (logged); a
+  --config whose data settings differ is refused naming the keys; the
+  saved config.json is never written over."""
+  import json  # pylint: disable=g-import-not-at-top
+  w = tmp_path / "w"
+  r = _cli("--config=configs/tiny.py", f"--workdir={w}", "--mode=prepare",
+           "--config.data.min_ratings=5", "--config.eval.seeds=3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  saved = (w / "config.json").read_text()
+  assert json.loads(saved)["data"]["min_ratings"] == 5
+  r = _cli(f"--workdir={w}", "--mode=prepare", "--config.eval.seeds=2")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert f"no --config given: starting from {w / 'config.json'}" in r.stderr
+  assert "reusing the prepared datasets" in r.stderr  # the same data
+  assert "eval.seeds: 3 -> 2" in r.stderr
+  later = json.loads((w / "config.prepare.json").read_text())
+  assert later["data"]["min_ratings"] == 5 and later["eval"]["seeds"] == 2
+  assert later["data"]["synthetic"] == json.loads(saved)["data"]["synthetic"]
+  r = _cli("--config=configs/tiny.py", f"--workdir={w}", "--mode=prepare")
+  assert r.returncode == 1
+  assert ("has other data / model settings than this run: "
+          "data.min_ratings: 5 -> ") in r.stderr.splitlines()[-2]
+  r = _cli(f"--workdir={w}", "--mode=prepare", "--config.model.hidden=7")
+  assert r.returncode == 1 and "model.hidden: " in r.stderr
+  assert (w / "config.json").read_text() == saved
+  assert not (w / "data" / "prepared").is_dir() or len(
+      list((w / "data" / "prepared").iterdir())) == 1  # nothing rebuilt
+
+
+def test_print_config_is_plain_yaml(tmp_path):
+  """--print_config showed !!python/tuple tags and &id001 anchors (one
+  tuple object shared by source and target dims)."""
+  import yaml  # pylint: disable=g-import-not-at-top
+  r = _cli("--config=configs/default.py", "--print_config",
+           "--config.data.files.source.dims=('a','b')")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "!!" not in r.stdout and "&id" not in r.stdout
+  c = yaml.safe_load(r.stdout)
+  assert c["data"]["files"]["source"]["dims"] == ["a", "b"]
+  assert c["data"]["files"]["target"]["dims"] == []
+  assert c["eval"]["enroll_sizes"] == [2, 5, 10, 15, 20, 25, 30, 0]
