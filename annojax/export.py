@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import os
 
 import jax
@@ -128,15 +129,25 @@ class Bundle:
         fam["noise"], fam["fit_steps"], fam["fit_lr"])
 
   def _standardized(self, embeddings: np.ndarray) -> np.ndarray:
+    """The embeddings standardised as prepare did; the last array's result
+    is kept, so the trunk and the consensus model of one call standardise
+    (and warn about clipped values) once."""
     f = self.info["embedding_dim"]
     if embeddings.ndim != 2 or embeddings.shape[1] != f:
       raise ValueError(f"embeddings have shape {embeddings.shape}; this "
                        f"model was trained on {f}-d embeddings "
                        f"({self.info['features']})")
+    x = np.ascontiguousarray(embeddings, np.float32)
+    key = (x.shape, hashlib.sha1(x.view(np.uint8)).hexdigest())
+    last = self.__dict__.get("_last_standardized")
+    if last is not None and last[0] == key:
+      return last[1]
     std = self.info.get("standardizer") or {}
-    return prepare_lib.apply_standardizer(embeddings, std.get("mean"),
-                                          std.get("std"), std.get("clip"),
-                                          "embeddings to predict")
+    out = prepare_lib.apply_standardizer(x, std.get("mean"), std.get("std"),
+                                         std.get("clip"),
+                                         "embeddings to predict")
+    self.__dict__["_last_standardized"] = (key, out)
+    return out
 
   def consensus(self, embeddings: np.ndarray) -> np.ndarray:
     """The consensus model's output [C, D] on clip embeddings [C, F]."""
@@ -275,6 +286,13 @@ def load(path: str) -> Bundle:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no exported model at {path} (run "
                             "--config.mode=export or all first)")
+  if not os.path.isdir(os.path.join(path, "info")):
+    inside = os.path.join(path, "export")
+    raise FileNotFoundError(
+        f"{path} is not an exported bundle (no info item); "
+        + (f"it is a workdir: use its bundle, {inside} "
+           "(config.predict.bundle)" if os.path.isdir(inside) else
+           "give the directory --mode=export wrote (<workdir>/export)"))
   ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   info = ckptr.restore(path, args=ocp.args.Composite(
       info=ocp.args.JsonRestore())).info

@@ -282,6 +282,10 @@ def run_enroll(config, workdir: str) -> dict:
 def _rule(p, bundle) -> str:
   """config.predict.rule, checked; "blended" falls back to "top_k" (logged)
   for a bundle without the consensus model."""
+  if p.rule == CONSENSUS:
+    raise ValueError("config.predict.rule='consensus' needs no enrollment: "
+                     "--mode=predict writes the consensus model's "
+                     "predictions; enroll with one of " + str(RULES))
   if p.rule not in RULES:
     raise ValueError(f"config.predict.rule={p.rule!r}: one of {RULES}")
   if p.rule == "fit" and "family" not in bundle.info:
@@ -526,27 +530,104 @@ def _predictor(mapping, mapping_path, bundle, z):
 
 
 def run_predict(config, workdir: str) -> str:
-  """Writes every mapped annotator's predictions for every clip."""
+  """Writes every mapped annotator's predictions for every clip; without
+  an enrollment (no mapping) or with config.predict.rule = "consensus",
+  the consensus model's (_consensus_predictions)."""
   p = config.predict
   mapping_path = p.mapping or os.path.join(workdir, "enroll", "mapping.json")
+  if p.rule == CONSENSUS or (not p.mapping and
+                             not os.path.exists(mapping_path)):
+    return _consensus_predictions(config, workdir, mapping_path)
   if not os.path.exists(mapping_path):
-    raise FileNotFoundError(f"no enrollment mapping at {mapping_path}; run "
-                            "--mode=enroll first or set "
-                            "--config.predict.mapping")
+    raise FileNotFoundError(f"no enrollment mapping at {mapping_path} "
+                            "(config.predict.mapping); run --mode=enroll "
+                            "first")
   with open(mapping_path) as f:
     mapping = json.load(f)
   bundle = export.load(p.bundle or mapping["bundle"])
-  n_heads = len(bundle.annotator_ids)
   ids, emb = _embeddings(p.embeddings, bundle)
   z = bundle.features(emb)
-  names = list(mapping["annotators"])
+  scale = None
   if not bundle.categorical:
-    (lo, hi), source = declared_scale(p, bundle, mapping)
-    logging.info("scaled predictions on [%g, %g] (from %s)", lo, hi, source)
+    scale, source = declared_scale(p, bundle, mapping)
+    logging.info("scaled predictions on [%g, %g] (from %s)", *scale, source)
+  path = _write_predictions(
+      workdir, p, bundle, ids, scale,
+      _mapped(mapping, mapping_path, bundle, emb, z))
+  if p.distribution:
+    _write_distributions(os.path.dirname(path), bundle, ids, z, scale)
+  return path
+
+
+def _mapped(mapping, mapping_path, bundle, emb, z):
+  """(annotator, predictions [C, D]) of every annotator in the mapping."""
+  n_heads = len(bundle.annotator_ids)
+  blended = _blended(mapping, mapping_path, bundle, emb)
+  annotator = _predictor(mapping, mapping_path, bundle, z)
+  for name, m in mapping["annotators"].items():
+    idx = np.asarray(m["head_index"])
+    if (idx >= n_heads).any() or list(bundle.annotator_ids[idx]) != m[
+        "heads"]:
+      raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
+                       f"{m['heads']} that this bundle does not have in "
+                       "that order; enroll again with this bundle")
+    if blended is not None:  # its own head, + the consensus
+      row, k_b, b_b, agg = blended
+      if name not in row:
+        raise ValueError(f"{mapping_path}: annotator {name!r} has no head "
+                         f"in {BLENDED_HEADS}; enroll again")
+      pred = (np.einsum("cdh,dh->cd", z, k_b[row[name]]) + b_b[row[name]]
+              + np.asarray(m["consensus_scale"]) * agg
+              + np.asarray(m["consensus_shift"]))
+    else:
+      pred = annotator(name, idx, np.asarray(m["weights"], np.float32))
+    yield name, pred
+
+
+CONSENSUS = "consensus"  # predict's rule without an enrollment
+TYPICAL = "consensus_typical"
+
+
+def _consensus_predictions(config, workdir: str, mapping_path: str) -> str:
+  """predictions.csv of the consensus model (the baseline every listener's
+  predictions are compared with): annotator "consensus", its raw output,
+  and "consensus_typical", the consensus at the raters' typical scale (the
+  source's held-out raters' spread around it: the blended rule's starting
+  point, aggregate_rescaled in the protocol)."""
+  p = config.predict
+  bundle = export.load(_bundle_path(config, workdir))
+  if bundle.categorical or bundle.aggregate is None:
+    raise ValueError(
+        f"no enrollment mapping at {mapping_path}, and this bundle has no "
+        "consensus model to predict with ("
+        + ("categorical heads" if bundle.categorical else
+           "exported before format 4") + "); run --mode=enroll first")
+  logging.info("%s: the consensus model's predictions (annotators %r, raw, "
+               "and %r, at the raters' typical scale)",
+               "config.predict.rule='consensus'" if p.rule == CONSENSUS else
+               f"no enrollment mapping at {mapping_path}", CONSENSUS, TYPICAL)
+  ids, emb = _embeddings(p.embeddings, bundle)
+  scale, source = declared_scale(p, bundle)
+  logging.info("scaled predictions on [%g, %g] (from %s)", *scale, source)
+  agg = bundle.consensus(emb)
+  rescale = bundle.info["blend"]["rescale"]
+  a, c = (np.asarray(rescale[k], np.float32) for k in ("a", "c"))
+  path = _write_predictions(workdir, p, bundle, ids, scale,
+                            [(CONSENSUS, agg), (TYPICAL, a * agg + c)])
+  if p.distribution:
+    _write_distributions(os.path.dirname(path), bundle, ids,
+                         bundle.features(emb), scale)
+  return path
+
+
+def _write_predictions(workdir, p, bundle, ids, scale, predictions) -> str:
+  """<workdir>/predict/predictions.csv of (annotator, predictions [C, D])
+  pairs: dimensions on [-1, 1] and scaled (clipped to the scale with
+  config.predict.clip), or class probabilities and the top class."""
   out_dir = os.path.join(workdir, "predict")
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "predictions.csv")
-  clipped = total = 0
+  clipped = total = written = 0
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
     if bundle.categorical:  # class probabilities and the top class
@@ -554,27 +635,8 @@ def run_predict(config, workdir: str) -> str:
     else:
       w.writerow(["clip", "annotator", *bundle.dims,
                   *[f"{d}_scaled" for d in bundle.dims]])
-    blended = _blended(mapping, mapping_path, bundle, emb)
-    annotator = _predictor(mapping, mapping_path, bundle, z)
-    for name in names:
-      m = mapping["annotators"][name]
-      idx = np.asarray(m["head_index"])
-      if (idx >= n_heads).any() or list(bundle.annotator_ids[idx]) != m[
-          "heads"]:
-        raise ValueError(f"{mapping_path}: annotator {name!r} maps to heads "
-                         f"{m['heads']} that this bundle does not have in "
-                         "that order; enroll again with this bundle")
-      if blended is not None:  # its own head, + the consensus below
-        row, k_b, b_b, agg = blended
-        if name not in row:
-          raise ValueError(f"{mapping_path}: annotator {name!r} has no head "
-                           f"in {BLENDED_HEADS}; enroll again")
-        pred = np.einsum("cdh,dh->cd", z, k_b[row[name]]) + b_b[row[name]]
-      else:
-        pred = annotator(name, idx, np.asarray(m["weights"], np.float32))
-      if blended is not None:
-        pred = (pred + np.asarray(m["consensus_scale"]) * agg
-                + np.asarray(m["consensus_shift"]))
+    for name, pred in predictions:
+      written += 1
       if bundle.categorical:
         prob = np.exp(metrics.log_softmax(pred))
         top = np.asarray(bundle.dims)[prob.argmax(1)]
@@ -585,15 +647,12 @@ def run_predict(config, workdir: str) -> str:
       if p.clip:
         clipped += int((np.abs(pred) > 1.0).sum())
         pred = np.clip(pred, -1.0, 1.0)
-      scaled = ratings_lib.unscale(pred, lo, hi)
+      scaled = ratings_lib.unscale(pred, *scale)
       for c, row, srow in zip(ids, pred, scaled):
         w.writerow([c, name, *[f"{v:.6g}" for v in row],
                     *[f"{v:.6g}" for v in srow]])
   logging.info("wrote predictions of %d annotators on %d clips to %s",
-               len(names), len(ids), path)
-  if p.distribution:
-    _write_distributions(out_dir, bundle, ids, z,
-                         None if bundle.categorical else (lo, hi))
+               written, len(ids), path)
   if clipped:
     logging.info("%d of %d predicted values (%.2f%%) lay outside the rating "
                  "scale and were clipped to it (config.predict.clip)",

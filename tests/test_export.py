@@ -571,3 +571,62 @@ def test_suggestions_refuse_what_cannot_work(tiny_config, bundle_dir,
   c.predict.propose = 0
   with pytest.raises(ValueError, match="propose"):
     jobs.run(c, str(tmp_path / "w"))
+
+
+def test_predict_without_an_enrollment_writes_the_consensus(
+    trained_tiny, tiny_config, bundle_dir, tmp_path):
+  """The baseline every listener is compared with, from the command line:
+  --mode=predict with no mapping (or rule=consensus) writes the consensus
+  model's output ("consensus") and the consensus at the raters' typical
+  scale ("consensus_typical"), on [-1, 1] and scaled. It used to need an
+  enrollment (users had to find export.load(path).consensus)."""
+  config, workdir, prepared = trained_tiny
+  b = export.load(bundle_dir)
+  ids, emb = _write_inputs(tmp_path, b, 0)
+  r = subprocess.run(
+      [sys.executable, "-m", "annojax.main", "--config=configs/tiny.py",
+       f"--workdir={tmp_path / 'w'}", "--mode=predict",
+       f"--config.predict.bundle={bundle_dir}", "--config.predict.clip=False",
+       "--config.predict.distribution=True",
+       f"--config.predict.embeddings={tmp_path / 'emb.npz'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "the consensus model's predictions" in r.stderr
+  # The far-out clips' clipped features: said once (the consensus model
+  # and the trunk of the distributions standardise the same array).
+  assert r.stderr.count("standardised feature values lie beyond") == 1
+  with open(tmp_path / "w" / "predict" / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 * len(ids)
+  got = {a: np.array([[float(r[d]) for d in b.dims] for r in rows
+                      if r["annotator"] == a])
+         for a in ("consensus", "consensus_typical")}
+  # The trained aggregate model itself, on prepare's standardisation.
+  graphdef, params = train.load_best(config, workdir, "aggregate", prepared)
+  meta = pipeline.read_meta(prepared.source)
+  x = (emb - meta.feature_mean) / meta.feature_std
+  if meta.feature_clip:
+    x = np.clip(x, -meta.feature_clip, meta.feature_clip)
+  agg = train.consensus_outputs(graphdef, params, x)
+  np.testing.assert_allclose(got["consensus"], agg, rtol=1e-4, atol=1e-5)
+  a = np.asarray(b.info["blend"]["rescale"]["a"])
+  c = np.asarray(b.info["blend"]["rescale"]["c"])
+  assert np.all(a > 1.0)  # raters spread more than their consensus
+  np.testing.assert_allclose(got["consensus_typical"], a * agg + c,
+                             rtol=1e-4, atol=1e-5)
+  scaled = np.array([[float(r[f"{d}_scaled"]) for d in b.dims]
+                     for r in rows if r["annotator"] == "consensus"])
+  np.testing.assert_allclose(scaled, 1 + (agg + 1) * 3, rtol=1e-4, atol=1e-4)
+
+
+def test_a_workdir_given_as_the_bundle_names_its_export(trained_tiny,
+                                                         bundle_dir):
+  """Was Orbax's 'Item "info" was not found in the checkpoint'."""
+  _, workdir, _ = trained_tiny
+  with pytest.raises(FileNotFoundError,
+                     match=f"{workdir} is not an exported bundle .*it is a "
+                           f"workdir: use its bundle, {workdir}/export"):
+    export.load(workdir)
+  with pytest.raises(FileNotFoundError, match="give the directory "
+                                              "--mode=export wrote"):
+    export.load(os.path.dirname(bundle_dir))
