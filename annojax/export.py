@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import os
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -223,19 +224,35 @@ def export(config, workdir: str, prepared, path: str | None = None,
                       "their raters' own embeddings"}
   if family in models.LINEAR and dimensional:
     # As the protocol tunes seed 0's model (the embedding decoder has no
-    # linear heads to tune a posterior or blend for).
+    # linear heads to tune a posterior or blend for); what the protocol
+    # already tuned for these models is reused, not computed again.
     kernel, bias = train.head_arrays(params)
-    tuned = source.tune_on_source(config, held, z_held, kernel, bias, seed=0)
+    agg, done = None, {}
+    if os.path.isdir(train.model_dir(workdir, "aggregate")):
+      agg = train.load_best(config, workdir, "aggregate", prepared)
+      if kind == "individual":
+        done = source.load_tuning(workdir, source.tuning_key(
+            config, prepared, params, agg[1]))
+    if done:
+      logging.info("export: the source tuning of seed 0's protocol reused "
+                   "(%s: %s)", source.TUNING, ", ".join(done))
+    tuned = (posterior.Tuned(temperature=done["posterior"]["temperature"],
+                             noise=done["posterior"]["noise"],
+                             temperature_scores={},
+                             annotators=done["posterior"]["annotators"])
+             if "posterior" in done else
+             source.tune_on_source(config, held, z_held, kernel, bias,
+                                   seed=0))
     info["posterior"] = {
         "temperature": tuned.temperature, "noise": tuned.noise,
         "tuned_on": f"{tuned.annotators} source held-out annotators"}
     info["distribution"] = _distribution_info(config, prepared, held, z_held,
-                                              kernel, bias)
-    if os.path.isdir(train.model_dir(workdir, "aggregate")):
-      agg = train.load_best(config, workdir, "aggregate", prepared)
+                                              kernel, bias,
+                                              done.get("heads_kde"))
+    if agg is not None:
       items["aggregate"] = ocp.args.StandardSave(agg[1])
       info["blend"] = _blend_info(config, held, z_held, agg, kernel, bias,
-                                  tuned)
+                                  tuned, done)
   items["info"] = ocp.args.JsonSave(info)
   ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   ckptr.save(path, args=ocp.args.Composite(**items), force=True)
@@ -243,39 +260,47 @@ def export(config, workdir: str, prepared, path: str | None = None,
   return path
 
 
-def _distribution_info(config, prepared, held, z_held, kernel, bias) -> dict:
+def _distribution_info(config, prepared, held, z_held, kernel, bias,
+                       done: dict | None = None) -> dict:
   """The rating distribution's KDE of heads as the protocol sets it up
   (protocol/rating_distributions.py: weights, and the width with the
-  lowest NLL of the source's held-out ratings)."""
+  lowest NLL of the source's held-out ratings; `done`: the width and shrink
+  the protocol chose for these heads)."""
   cfg = config.eval.distribution
   train_table = pipeline.load_table(prepared.source, "train")
   weights = distributions.annotator_weights(
       cfg.weights, train_table.pair_annotator, len(kernel))
   tune = rating_distributions.source_tune_clips(held, cfg)
-  got = rating_distributions.tune_heads(
+  got = done or rating_distributions.tune_heads(
       cfg, tune, z_held, kernel, bias, weights,
       distributions.detect_scale(train_table.pair_values))
+  got = {k: np.asarray(got[k]) for k in ("width", "shrink")}
   return {"width": got["width"].tolist(), "shrink": got["shrink"].tolist(),
           "weights": cfg.weights, "annotator_weights": weights.tolist(),
           "tuned_on": f"{len(tune.clips)} source held-out clips"}
 
 
-def _blend_info(config, held, z_held, aggregate, kernel, bias, tuned
-                ) -> dict:
+def _blend_info(config, held, z_held, aggregate, kernel, bias, tuned,
+                done: dict) -> dict:
   """The blended rule as the protocol learns it for seed 0 (source held-out
   raters): the consensus's typical scale, the weights per enrollment size,
-  and the settings its rules use."""
+  and the settings its rules use (`done`: what the protocol learnt for
+  these models)."""
   ev = config.eval
-  agg_held = train.consensus_outputs(*aggregate, held["embeddings"])
-  rescale = source.typical_scale(source.packed_by_annotator(
-      held["pair_clip"], held["pair_annotator"], held["pair_values"]),
-                                 agg_held)
-  heads = source.blend_heads(config, kernel, bias,
-                             posterior.fit_prior(kernel, bias, ev.eb_rank),
-                             tuned, rescale)
-  weights = source.tune_blend(config, held, z_held, agg_held, heads, seed=0)
-  return {"weights": weights.to_json(),
-          "rescale": {"a": rescale[0].tolist(), "c": rescale[1].tolist()},
+  if "blend" in done:
+    weights, rescale = done["blend"], done["rescale"]
+  else:
+    agg_held = train.consensus_outputs(*aggregate, held["embeddings"])
+    rescale = source.typical_scale(source.packed_by_annotator(
+        held["pair_clip"], held["pair_annotator"], held["pair_values"]),
+                                   agg_held)
+    heads = source.blend_heads(config, kernel, bias,
+                               posterior.fit_prior(kernel, bias, ev.eb_rank),
+                               tuned, rescale)
+    weights = source.tune_blend(config, held, z_held, agg_held, heads,
+                                seed=0).to_json()
+    rescale = {"a": rescale[0].tolist(), "c": rescale[1].tolist()}
+  return {"weights": weights, "rescale": rescale,
           "eb_rank": int(ev.eb_rank), "score": ev.score,
           "calibration_shrink": float(ev.calibration_shrink)}
 

@@ -1,7 +1,9 @@
 """The cross-corpus protocol on the trained tiny workdir."""
 
+import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from scipy import stats
@@ -12,6 +14,7 @@ from annojax import metrics
 from annojax import posterior
 from annojax import train
 from annojax.data import pipeline
+from annojax.protocol import context
 from annojax.protocol import folds
 from annojax.protocol import loop
 from annojax.protocol import source
@@ -704,3 +707,51 @@ def test_rating_distributions_recomputed_independently(trained_tiny,
 
 def table_dims(prepared):
   return pipeline.read_meta(prepared.target).dims
+
+
+def test_export_reuses_the_source_tuning_of_seed_0s_protocol(
+    trained_tiny, protocol, tmp_path):
+  """Export used to tune the posterior, the blend and the KDE again for
+  the model the protocol had just tuned them for (seed 0's). Now it reads
+  eval/source_tuning.json, and the bundle holds what a fresh export
+  computes; another model's tuning is not reused."""
+  del protocol  # it wrote the tuning
+  from annojax import export  # pylint: disable=g-import-not-at-top
+  from annojax.protocol import rating_distributions  # pylint: disable=g-import-not-at-top
+  config, workdir, prepared = trained_tiny
+  saved = os.path.join(workdir, source.TUNING)
+  assert os.path.exists(saved)
+  calls = []
+
+  def count(real):
+    def spy(*args, **kwargs):
+      calls.append(real.__name__)
+      return real(*args, **kwargs)
+    return spy
+  with pytest.MonkeyPatch.context() as mp:
+    for mod, name in ((source, "tune_on_source"), (source, "tune_blend"),
+                      (rating_distributions, "tune_heads")):
+      mp.setattr(mod, name, count(getattr(mod, name)))
+    reused = export.load(export.export(config, workdir, prepared,
+                                       path=str(tmp_path / "reused"))).info
+    assert calls == []
+    os.rename(saved, saved + ".away")
+    try:
+      fresh = export.load(export.export(config, workdir, prepared,
+                                        path=str(tmp_path / "fresh"))).info
+    finally:
+      os.rename(saved + ".away", saved)
+    assert sorted(calls) == ["tune_blend", "tune_heads", "tune_on_source"]
+  for key in ("posterior", "blend", "distribution"):
+    assert json.dumps(reused[key], sort_keys=True) == json.dumps(
+        fresh[key], sort_keys=True), key
+  # Other parameters (another model in the workdir): a different key.
+  graphdef, params = context.replicate_model(config, workdir, prepared, 0,
+                                             "individual")
+  agg = context.replicate_model(config, workdir, prepared, 0, "aggregate")
+  key = source.tuning_key(config, prepared, params, agg[1])
+  assert source.load_tuning(workdir, key)
+  moved = jax.tree.map(lambda x: x + 1e-3, params)
+  assert not source.load_tuning(workdir, source.tuning_key(
+      config, prepared, moved, agg[1]))
+  del graphdef

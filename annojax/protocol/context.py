@@ -132,6 +132,12 @@ class Seed:
   def graphdef(self):
     return self._individual[0]
 
+  @cached
+  def tuning_key(self) -> str:
+    """What the seed's source tuning depends on (source.tuning_key)."""
+    return source.tuning_key(self.config, self.target.prepared, self.params,
+                             self._aggregate[1])
+
   @property
   def params(self):
     return self._individual[1]

@@ -32,6 +32,7 @@ from annojax.protocol import diagnostic
 from annojax.protocol import folds
 from annojax.protocol import rating_distributions
 from annojax.protocol import rows as rows_lib
+from annojax.protocol import source
 from annojax.protocol import summary
 from annojax.protocol import tables
 
@@ -142,6 +143,29 @@ def _run_seed(seed: context.Seed, selected, sizes, got: _Collected):
   if "blend" in vars(seed):
     got.blend.append({"seed": seed.seed, **seed.blend.to_json()})
   got.folds, got.heads = len(runs), seed.num_heads
+  if seed.seed == 0 and jax.process_index() == 0:
+    _save_tuning(seed, got)
+
+
+def _save_tuning(seed: context.Seed, got: _Collected):
+  """Seed 0's model is the one exported: what the protocol tuned for it on
+  the source, for export to reuse (source.load_tuning)."""
+  parts = {}
+  if "tuned" in vars(seed):
+    parts["posterior"] = {"temperature": float(seed.tuned.temperature),
+                          "noise": float(seed.tuned.noise),
+                          "annotators": int(seed.tuned.annotators)}
+  if "blend" in vars(seed):
+    parts["blend"] = seed.blend.to_json()
+    parts["rescale"] = {"a": seed.rescale[0].tolist(),
+                        "c": seed.rescale[1].tolist()}
+  kde = got.distribution_tuned[-1].get("heads_kde") if (
+      got.distribution_tuned and got.distribution_tuned[-1]["seed"] == 0
+  ) else None
+  if kde:
+    parts["heads_kde"] = {"width": kde["width"], "shrink": kde["shrink"]}
+  if parts:
+    source.save_tuning(seed.workdir, seed.tuning_key, parts)
 
 
 def _distributions(seed: context.Seed, selected, got: _Collected):

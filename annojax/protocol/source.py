@@ -5,7 +5,12 @@ raters' typical scale (aggregate_rescaled) and the blended rule's weights
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 from absl import logging
+import jax
 import numpy as np
 
 from annojax import baselines
@@ -14,6 +19,42 @@ from annojax import enroll
 from annojax import posterior
 from annojax.data import pipeline
 from annojax.protocol import folds
+
+
+# What seed 0's protocol tuned on the source (the exported model's), kept
+# for export: <workdir>/eval/source_tuning.json.
+TUNING = os.path.join("eval", "source_tuning.json")
+
+
+def tuning_key(config, prepared, *models) -> str:
+  """Identifies what source tuning depends on: the eval settings, the
+  source dataset and the models' parameters (their bytes)."""
+  h = hashlib.sha1(json.dumps(config.eval.to_dict(), sort_keys=True,
+                              default=str).encode())
+  h.update(os.path.abspath(prepared.source).encode())
+  for params in models:
+    for leaf in jax.tree.leaves(params):
+      h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+def save_tuning(workdir: str, key: str, parts: dict) -> None:
+  path = os.path.join(workdir, TUNING)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"key": key, **parts}, f)
+  os.replace(path + ".tmp", path)
+
+
+def load_tuning(workdir: str, key: str) -> dict:
+  """What the protocol tuned for these models ({} if it has not, or for
+  other models or settings)."""
+  path = os.path.join(workdir, TUNING)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    got = json.load(f)
+  return got if got.pop("key", None) == key else {}
 
 
 def source_held_out(prepared) -> dict:
