@@ -137,16 +137,29 @@ _DISTRIBUTIONS = {"heads_kde": ("individual model (KDE of heads)", "C0"),
                   "source_distribution": ("source distribution", "0.55")}
 
 
+def on_rating_scale(data: dict) -> tuple[np.ndarray, float, float]:
+  """(x, bar width, half the scale's range) of rating_distributions' bars:
+  Likert levels or bin centres, from [-1, 1] to the corpus's own scale
+  (data["scale"], (low, high); None: [-1, 1]). An s.d. on [-1, 1] times
+  the half range is one on the corpus's scale."""
+  edges = np.asarray(data["edges"])
+  x = (np.asarray(data["levels"]) if data["levels"] is not None
+       else (edges[1:] + edges[:-1]) / 2)
+  width = np.diff(edges).min() * (0.8 if data["levels"] is None else 0.4)
+  lo, hi = data.get("scale") or (-1.0, 1.0)
+  half = (hi - lo) / 2
+  return lo + (x + 1) * half, width * half, half
+
+
 def rating_distributions(data: dict, dims, out_dir: str):
   """distribution_examples.png: predicted vs empirical rating distributions
   of a few target clips (rows: clips from the least to the most
   disagreed-on; bars: the clip's ratings), and sd_predicted_vs_actual.png:
   each row's predicted s.d. against the s.d. of each clip's ratings
   (rating_distributions.plot_data)."""
-  edges, rows = data["edges"], data["rows"]
-  x = (data["levels"] if data["levels"] is not None
-       else (edges[1:] + edges[:-1]) / 2)
-  width = np.diff(edges).min() * (0.8 if data["levels"] is None else 0.4)
+  rows = data["rows"]
+  x, width, half = on_rating_scale(data)
+  lo, hi = data.get("scale") or (-1.0, 1.0)
   n = len(data["clip_ids"])
   fig, axes = plt.subplots(n, len(dims), squeeze=False,
                            figsize=(4.6 * len(dims), 2.1 * n))
@@ -161,20 +174,23 @@ def rating_distributions(data: dict, dims, out_dir: str):
                   lw=1.4, label=label)
       ax.set_title(f"{clip} ({data['counts'][i]} ratings): {d}", fontsize=8)
       ax.tick_params(labelsize=7)
+      if i == n - 1:
+        ax.set_xlabel(f"rating (the corpus's scale, {lo:g}-{hi:g})",
+                      fontsize=8)
   _legend_and_save(fig, axes, os.path.join(out_dir,
                                             "distribution_examples.png"),
                    ncol=3, bottom=0.6 / n)
   fig, axes = plt.subplots(1, len(dims), figsize=(5 * len(dims), 4.6),
                            squeeze=False)
   for j, d in enumerate(dims):
-    ax, truth = axes[0][j], data["sd_true"][:, j]
+    ax, truth = axes[0][j], data["sd_true"][:, j] * half
     for row, (label, color) in _DISTRIBUTIONS.items():
       if row in rows and row != "source_distribution":
-        ax.scatter(truth, rows[row]["sd"][:, j], s=5, alpha=0.5,
+        ax.scatter(truth, rows[row]["sd"][:, j] * half, s=5, alpha=0.5,
                    color=color, label=label)
     top = np.nanmax(truth)
     ax.plot([0, top], [0, top], ":", color="0.4", lw=1, label="identity")
-    ax.set_xlabel("s.d. of the clip's ratings")
+    ax.set_xlabel(f"s.d. of the clip's ratings (scale {lo:g}-{hi:g})")
     ax.set_ylabel("predicted s.d.")
     ax.set_title(d)
     ax.grid(alpha=0.3)

@@ -242,3 +242,22 @@ def test_print_config_is_plain_yaml(tmp_path):
   assert c["data"]["files"]["source"]["dims"] == ["a", "b"]
   assert c["data"]["files"]["target"]["dims"] == []
   assert c["eval"]["enroll_sizes"] == [2, 5, 10, 15, 20, 25, 30, 0]
+
+
+def test_distribution_plots_are_on_the_corpus_scale():
+  """The example distributions were drawn on [-1, 1]; now on the corpus's
+  own scale (a 1-7 Likert: levels 1..7, an s.d. of .5 on [-1, 1] is 1.5)."""
+  from annojax import plots  # pylint: disable=g-import-not-at-top
+  levels = np.linspace(-1, 1, 7)
+  edges = np.concatenate([[-1.0], (levels[1:] + levels[:-1]) / 2, [1.0]])
+  data = {"edges": edges, "levels": levels, "scale": (1.0, 7.0)}
+  x, width, half = plots.on_rating_scale(data)
+  np.testing.assert_allclose(x, np.arange(1, 8), atol=1e-12)
+  assert half == 3.0 and width == pytest.approx(0.4 * (1 / 6) * 3)
+  cont = {"edges": np.linspace(-1, 1, 11), "levels": None,
+          "scale": (0.0, 100.0)}
+  x, width, half = plots.on_rating_scale(cont)
+  np.testing.assert_allclose(x, np.arange(5, 100, 10), atol=1e-9)
+  assert width == pytest.approx(8.0) and half == 50.0
+  x, _, half = plots.on_rating_scale({**cont, "scale": None})
+  np.testing.assert_allclose(x, np.linspace(-0.9, 0.9, 10), atol=1e-12)

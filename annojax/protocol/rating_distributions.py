@@ -313,7 +313,9 @@ def plot_data(d: SeedClips, mixtures: dict, count: int) -> dict:
                            ).round().astype(int)]
   edges = dist.histogram_edges(d.scale, d.cfg.bins)
   hist = dist.empirical_histogram(r.rating_clip, r.y, len(r.clips), edges)
+  scale = d.target.meta.scale
   out = {"edges": edges, "levels": d.scale.levels,
+         "scale": None if scale is None else tuple(map(float, scale)),
          "clip_ids": [str(d.target.table.clip_ids[c]) for c in
                       r.clips[pick]],
          "counts": n[pick].astype(int), "empirical": hist[pick],
