@@ -17,6 +17,7 @@ from annojax import workdir_config
 from annojax.data import prepare
 from annojax.protocol import folds
 from annojax.protocol import loop
+from annojax.protocol import tables
 
 # all = prepare -> train -> evaluate -> export. enroll and predict need only
 # an exported bundle (config.predict.bundle), not the training data;
@@ -78,9 +79,9 @@ def run(config, workdir: str) -> dict:
         out[kind if r == 0 else f"{kind}_seed{r}"] = result
   if config.mode in ("evaluate", "all"):
     out["results"] = loop.run_protocol(config, workdir, prepared)
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, "eval", "results.md")) as f:
-        print(f.read())
+    if jax.process_index() == 0:  # a summary; the whole table in the file
+      print(tables.headline(out["results"],
+                            os.path.join(workdir, "eval", "results.md")))
   if config.mode in ("export", "all"):  # every process: Orbax syncs them
     out["export"] = export.export(config, workdir, prepared)
     logging.info("exported the individual model to %s", out["export"])

@@ -354,12 +354,17 @@ def _write_mapping(out_dir, header, bundle, names, clip_lists, mapping,
     w = csv.writer(f)
     # score: summed over dimensions (ccc: up to D); score_per_dim: / D.
     per_dim = 1 if bundle.categorical else len(bundle.dims)
-    w.writerow(["annotator", "num_clips", "head", "weight", "score",
+    # The blended rule predicts with the consensus moved toward the
+    # individual rules (from_consensus), not a copy of `head`: its head is
+    # the most similar one, for reference, with no copy weight.
+    rule = header.get("rule", "top_k")
+    w.writerow(["annotator", "num_clips", "rule", "head", "weight", "score",
                 "score_per_dim", "margin", "constant_dims",
                 "from_consensus"])
     for name, m in annotators.items():
       for h, wt, s in zip(m["heads"], m["weights"], m["scores"]):
-        w.writerow([name, m["num_clips"], h, f"{wt:.6g}", f"{s:.6g}",
+        w.writerow([name, m["num_clips"], rule, h,
+                    "" if rule == "blended" else f"{wt:.6g}", f"{s:.6g}",
                     f"{s / per_dim:.6g}", f"{m['margin']:.6g}",
                     " ".join(m["constant_dims"]),
                     f"{m['from_consensus']:.4g}"])

@@ -755,3 +755,23 @@ def test_export_reuses_the_source_tuning_of_seed_0s_protocol(
   assert not source.load_tuning(workdir, source.tuning_key(
       config, prepared, moved, agg[1]))
   del graphdef
+
+
+def test_the_terminal_gets_a_headline_not_the_whole_table(trained_tiny,
+                                                          protocol):
+  """results.md (hundreds of lines) was printed whole to stdout."""
+  _, workdir, _ = trained_tiny
+  path = os.path.join(workdir, "eval", "results.md")
+  text = tables.headline(protocol, path)
+  lines = text.splitlines()
+  assert len(lines) <= 8
+  assert lines[0].startswith("Cross-corpus evaluation (")
+  rows = protocol["rows"]
+  for name in ("aggregate", "blended@all", "most_similar@all"):
+    line = next(l for l in lines if l.split()[0] == name)
+    want = [f"{rows[name]['ccc_ind'][d]['mean']:+.3f}"
+            for d in protocol["protocol"]["columns"]]
+    assert line.split()[1:] == want
+  with open(path) as f:
+    n = len(f.read().splitlines())
+  assert lines[-1] == f"every row, test and table ({n} lines): {path}"

@@ -144,6 +144,7 @@ def test_enroll_then_predict_from_bundle_alone(tiny_config, bundle_dir,
   with open(os.path.join(workdir, "enroll", "mapping.csv")) as f:
     rows = list(csv.DictReader(f))
   assert {r["annotator"] for r in rows} == {"planted", "random"}
+  assert {(r["rule"], r["weight"]) for r in rows} == {("top_k", "1")}
 
   # predict via the command line, as a user would.
   r = subprocess.run(
@@ -255,6 +256,11 @@ def test_blended_enrollment_is_the_default_and_predict_serves_it(
     rows = list(csv.DictReader(f))
   moved = {r["annotator"]: float(r["from_consensus"]) for r in rows}
   assert set(moved) == {"planted", "random"}
+  # Under the blended rule the head is the most similar one, for
+  # reference: no copy weight beside from_consensus (it showed weight=1).
+  assert {(r["rule"], r["weight"]) for r in rows} == {("blended", "")}
+  assert {r["head"] for r in rows if r["annotator"] == "planted"} == {
+      b.annotator_ids[3]}
   for name, m in out["annotators"].items():
     assert moved[name] == pytest.approx(m["from_consensus"], abs=1e-3)
     assert 0.0 <= m["from_consensus"] <= 1.0

@@ -151,6 +151,31 @@ def _type_match(type_match: dict) -> list[str]:
                   f"{v['chance']:.3f} |" for k, v in type_match.items()]
 
 
+HEADLINE = ("aggregate", "aggregate_rescaled", "blended", "most_similar",
+            "oracle")
+
+
+def headline(results: dict, path: str) -> str:
+  """A few lines for the terminal: the first metric of the reference rows
+  (at the largest enrollment size) and where the whole table is."""
+  p = results["protocol"]
+  dims, metric = p["columns"], p["metrics"][0]
+  rows = results["rows"]
+  lines = [_header(results)[0].lstrip("# "),
+           f"{metric}, mean over runs: " + ", ".join(dims)]
+  for name in HEADLINE:
+    sized = sorted((r for r in rows if r.split("@")[0] == name and "@" in r),
+                   key=lambda r: (r.endswith("@all"), len(r), r))
+    row = name if name in rows else (sized[-1] if sized else None)
+    if row is not None:
+      lines.append(f"  {row:24s} " + "  ".join(
+          f"{rows[row][metric][d]['mean']:+.3f}" for d in dims))
+  with open(path) as f:
+    n = sum(1 for _ in f)
+  lines.append(f"every row, test and table ({n} lines): {path}")
+  return "\n".join(lines) + "\n"
+
+
 def to_markdown(results: dict) -> str:
   p = results["protocol"]
   dims, names = p["columns"], p["metrics"]
