@@ -261,3 +261,29 @@ def test_distribution_plots_are_on_the_corpus_scale():
   assert width == pytest.approx(8.0) and half == 50.0
   x, _, half = plots.on_rating_scale({**cont, "scale": None})
   np.testing.assert_allclose(x, np.linspace(-0.9, 0.9, 10), atol=1e-12)
+
+
+def test_a_lab_can_adopt_it_license_and_citation():
+  """No LICENSE and no CITATION.cff: no lab could adopt it."""
+  import os  # pylint: disable=g-import-not-at-top
+  import yaml  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "LICENSE")) as f:
+    text = f.read()
+  assert text.lstrip().startswith("Apache License")
+  assert "Version 2.0, January 2004" in text
+  assert "END OF TERMS AND CONDITIONS" in text
+  with open(os.path.join(root, "CITATION.cff")) as f:
+    cff = yaml.safe_load(f)
+  assert cff["cff-version"] == "1.2.0" and cff["license"] == "Apache-2.0"
+  paper = cff["preferred-citation"]
+  assert paper["title"] == ("More Similar than Dissimilar: Modeling "
+                            "Annotators for Cross-Corpus Speech Emotion "
+                            "Recognition")
+  assert [a["family-names"] for a in paper["authors"]] == [
+      "Tavernor", "Mower Provost"]
+  assert "2509.12295" in paper["url"]
+  with open(os.path.join(root, "README.md")) as f:
+    readme = f.read()
+  assert "Apache License 2.0 (`LICENSE`)" in readme
+  assert "`CITATION.cff`" in readme and "arXiv:2509.12295" in readme
