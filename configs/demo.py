@@ -1,4 +1,4 @@
-"""The embedded synthetic default, end to end in a few minutes on 2 CPU cores.
+"""The embedded synthetic default, end to end in ~6.5 minutes on 2 CPU cores.
 
 python -m annojax.main --config=configs/demo.py --workdir=/tmp/annojax_demo
 """
