@@ -103,11 +103,24 @@ def test_csv_not_a_number_names_line(tmp_path):
     generic_csv.load("x", p, e, DIMS, (1, 7))
 
 
-def test_csv_empty_rating_is_nan_error_with_line(tmp_path):
+def test_csv_empty_rating_in_a_used_dimension_is_dropped_and_counted(
+    tmp_path):
+  """As every reader does (README: "one missing a used dimension is
+  dropped"); the lines after it keep their own numbers in errors."""
+  p, e = _write(tmp_path, "clip,annotator,speaker,activation,valence\n"
+                "c1,a,s,1,2\nc2,b,s,,2\nc9,a,s,1,2\n")
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"line 4: clip 'c9' has no embedding"):
+    generic_csv.load("x", p, e, DIMS, (1, 7))
   p, e = _write(tmp_path, "clip,annotator,speaker,activation,valence\n"
                 "c1,a,s,1,2\nc2,b,s,,2\n")
-  with pytest.raises(ratings_lib.RatingsError, match=r"r.csv: line 3: rating "
-                     r"'activation' of annotator 'b'"):
+  c = generic_csv.load("x", p, e, DIMS, (1, 7))
+  assert list(c.ratings.annotator) == ["a"]
+  assert c.ratings.dropped == {"no activation value": 1}
+  with pytest.raises(ratings_lib.RatingsError,
+                     match=r"r.csv: no rating has a value in every dimension"):
+    p, e = _write(tmp_path, "clip,annotator,speaker,activation,valence\n"
+                  "c2,b,s,,2\n")
     generic_csv.load("x", p, e, DIMS, (1, 7))
 
 

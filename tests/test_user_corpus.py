@@ -223,8 +223,15 @@ def test_later_modes_start_from_the_workdirs_saved_config(tmp_path):
   assert r.returncode == 1
   assert ("has other data / model settings than this run: "
           "data.min_ratings: 5 -> ") in r.stderr.splitlines()[-2]
-  r = _cli(f"--workdir={w}", "--mode=prepare", "--config.model.hidden=7")
-  assert r.returncode == 1 and "model.hidden: " in r.stderr
+  # A flag on top of the saved config is held to it too (in process).
+  from annojax import workdir_config  # pylint: disable=g-import-not-at-top
+  c = workdir_config.get_config(str(w / "config.json"))
+  c.model.hidden = 7
+  with pytest.raises(ValueError, match=r"model.hidden: \d+ -> 7"):
+    workdir_config.reconcile(c, str(w))
+  c.model.hidden = json.loads(saved)["model"]["hidden"]
+  c.data.cache = not c.data.cache  # how data is read, not what it holds
+  workdir_config.reconcile(c, str(w), write=False)
   assert (w / "config.json").read_text() == saved
   assert not (w / "data" / "prepared").is_dir() or len(
       list((w / "data" / "prepared").iterdir())) == 1  # nothing rebuilt
