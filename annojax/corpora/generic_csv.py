@@ -131,31 +131,6 @@ def _warn_if_inside(table: ratings_lib.Ratings) -> None:
         table.source, float(raw.min()), float(raw.max()), lo, hi)
 
 
-def without_missing(table: ratings_lib.Ratings, lines: np.ndarray
-                    ) -> tuple[ratings_lib.Ratings, np.ndarray]:
-  """Drops the rows with no value in some dimension, each counted once
-  under its first missing dimension and logged with its lines ->
-  (table, the kept rows' lines)."""
-  missing = np.isnan(table.values)
-  if not missing.any():
-    return table, lines
-  first = missing.argmax(1)
-  for j, d in enumerate(table.dims):
-    rows = missing.any(1) & (first == j)
-    if rows.any():
-      logging.warning("%s: dropped %d rating(s) with no %s value (lines %s%s)",
-                      table.source, int(rows.sum()), d,
-                      lines[rows][:10].tolist(),
-                      " ..." if rows.sum() > 10 else "")
-      table = ratings_lib.with_dropped(table, f"no {d} value", int(rows.sum()))
-  keep = ~missing.any(1)
-  if not keep.any():
-    raise ratings_lib.RatingsError(
-        f"{table.source}: no rating has a value in every dimension of "
-        f"{table.dims}")
-  return table.select(keep), lines[keep]
-
-
 def load(name: str, ratings_path: str, embeddings_path: str, dims,
          scale=None) -> corpus_lib.Corpus:
   """Reads, validates and joins a ratings CSV with an embedding file (scale
@@ -164,7 +139,8 @@ def load(name: str, ratings_path: str, embeddings_path: str, dims,
   if scale is not None and len(scale):
     _warn_if_inside(table)
   # Line numbers: line 1 is the header.
-  table, lines = without_missing(table, np.arange(len(table)) + 2)
+  table, lines = ratings_lib.without_missing(table,
+                                             np.arange(len(table)) + 2)
   return corpus_lib.join(name, table,
                          *embeddings.read_embeddings(embeddings_path),
                          row_offset=lines, row_word="line")

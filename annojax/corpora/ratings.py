@@ -123,6 +123,30 @@ def with_dropped(table: Ratings, reason: str, n: int) -> Ratings:
   return dataclasses.replace(table, dropped=dropped)
 
 
+def without_missing(table: Ratings, lines: np.ndarray | None = None
+                    ) -> tuple[Ratings, np.ndarray | None]:
+  """Drops the rows with no value (NaN) in some dimension, each counted
+  once under its first missing dimension and logged (with its file lines
+  where `lines` gives every row's) -> (table, the kept rows' lines)."""
+  missing = np.isnan(table.values)
+  if not missing.any():
+    return table, lines
+  first = missing.argmax(1)
+  for j, d in enumerate(table.dims):
+    rows = missing.any(1) & (first == j)
+    if rows.any():
+      where = ("" if lines is None else f" (lines {lines[rows][:10].tolist()}"
+               + (" ...)" if rows.sum() > 10 else ")"))
+      logging.warning("%s: dropped %d rating(s) with no %s value%s",
+                      table.source, int(rows.sum()), d, where)
+      table = with_dropped(table, f"no {d} value", int(rows.sum()))
+  keep = ~missing.any(1)
+  if not keep.any():
+    raise RatingsError(f"{table.source}: no rating has a value in every "
+                       f"dimension of {table.dims}")
+  return table.select(keep), None if lines is None else lines[keep]
+
+
 def rescale(values, low: float, high: float) -> np.ndarray:
   """Min-max scales ratings on a [low, high] scale to [-1, 1]."""
   values = np.asarray(values, dtype=np.float32)

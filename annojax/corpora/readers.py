@@ -40,7 +40,6 @@ import copy
 import dataclasses
 
 from absl import logging
-import numpy as np
 
 from annojax.corpora import corpus as corpus_lib
 from annojax.corpora import crema_d
@@ -118,21 +117,7 @@ def select_dims(table: ratings_lib.Ratings, dims) -> ratings_lib.Ratings:
                               dims=tuple(dims))
   # A rating missing a dimension the run uses is dropped (counted per
   # dimension); one missing only an unused dimension is kept.
-  missing = np.isnan(table.values)
-  if missing.any():
-    # Each dropped row counted once, under its first missing dimension.
-    first = missing.argmax(1)
-    for j, d in enumerate(dims):
-      n = int((missing.any(1) & (first == j)).sum())
-      if n:
-        logging.warning("%s: dropped %d rating(s) with no %s value",
-                        table.source, n, d)
-        table = ratings_lib.with_dropped(table, f"no {d} value", n)
-    table = table.select(~missing.any(1))
-    if not len(table):
-      raise ratings_lib.RatingsError(
-          f"{table.source}: no rating has every dimension of {dims}")
-  return table
+  return ratings_lib.without_missing(table)[0]
 
 
 def read_used(spec) -> ratings_lib.Ratings:
