@@ -169,19 +169,15 @@ def _unknown_key(error: BaseException, argv: list[str]) -> KeyError | None:
 def _check_config_file(argv, verbose):
   """A --config file that is not there: one line naming it (ml_collections
   would defer the error to the first use of the config)."""
-  for i, a in enumerate(argv[1:], start=1):
-    if a.startswith("--config="):
-      value = a[len("--config="):]
-    elif a == "--config" and i + 1 < len(argv):
-      value = argv[i + 1]
-    else:
-      continue
-    path = value.split(":", 1)[0]
-    if not os.path.isfile(path):
-      _fail(FileNotFoundError(
-          f"config file {path!r} not found (from {os.getcwd()}); give the "
-          "path of a config, e.g. configs/demo.py in the repository"), 2,
-            verbose)
+  value = _flag_value(argv, "config")
+  if value is None:
+    return
+  path = value.split(":", 1)[0]
+  if not os.path.isfile(path):
+    _fail(FileNotFoundError(
+        f"config file {path!r} not found (from {os.getcwd()}); give the "
+        "path of a config, e.g. configs/demo.py in the repository"), 2,
+          verbose)
 
 
 def _quiet_libraries():

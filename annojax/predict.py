@@ -537,30 +537,34 @@ def _predictor(mapping, mapping_path, bundle, z):
 def run_predict(config, workdir: str) -> str:
   """Writes every mapped annotator's predictions for every clip; without
   an enrollment (no mapping) or with config.predict.rule = "consensus",
-  the consensus model's (_consensus_predictions)."""
+  the consensus model's (_consensus)."""
   p = config.predict
   mapping_path = p.mapping or os.path.join(workdir, "enroll", "mapping.json")
+  mapping = None
   if p.rule == CONSENSUS or (not p.mapping and
                              not os.path.exists(mapping_path)):
-    return _consensus_predictions(config, workdir, mapping_path)
-  if not os.path.exists(mapping_path):
+    bundle = _consensus_bundle(config, workdir, mapping_path)
+  elif not os.path.exists(mapping_path):
     raise FileNotFoundError(f"no enrollment mapping at {mapping_path} "
                             "(config.predict.mapping); run --mode=enroll "
                             "first")
-  with open(mapping_path) as f:
-    mapping = json.load(f)
-  bundle = export.load(p.bundle or mapping["bundle"])
+  else:
+    with open(mapping_path) as f:
+      mapping = json.load(f)
+    bundle = export.load(p.bundle or mapping["bundle"])
   ids, emb = _embeddings(p.embeddings, bundle)
-  z = bundle.features(emb)
   scale = None
   if not bundle.categorical:
     scale, source = declared_scale(p, bundle, mapping)
     logging.info("scaled predictions on [%g, %g] (from %s)", *scale, source)
+  z = None if mapping is None else bundle.features(emb)
   path = _write_predictions(
       workdir, p, bundle, ids, scale,
+      _consensus(bundle, emb) if mapping is None else
       _mapped(mapping, mapping_path, bundle, emb, z))
   if p.distribution:
-    _write_distributions(os.path.dirname(path), bundle, ids, z, scale)
+    _write_distributions(os.path.dirname(path), bundle, ids,
+                         bundle.features(emb) if z is None else z, scale)
   return path
 
 
@@ -593,12 +597,9 @@ CONSENSUS = "consensus"  # predict's rule without an enrollment
 TYPICAL = "consensus_typical"
 
 
-def _consensus_predictions(config, workdir: str, mapping_path: str) -> str:
-  """predictions.csv of the consensus model (the baseline every listener's
-  predictions are compared with): annotator "consensus", its raw output,
-  and "consensus_typical", the consensus at the raters' typical scale (the
-  source's held-out raters' spread around it: the blended rule's starting
-  point, aggregate_rescaled in the protocol)."""
+def _consensus_bundle(config, workdir: str, mapping_path: str):
+  """The bundle to predict the consensus with (it must have the consensus
+  model), logged as the source of the predictions."""
   p = config.predict
   bundle = export.load(_bundle_path(config, workdir))
   if bundle.categorical or bundle.aggregate is None:
@@ -611,18 +612,19 @@ def _consensus_predictions(config, workdir: str, mapping_path: str) -> str:
                "and %r, at the raters' typical scale)",
                "config.predict.rule='consensus'" if p.rule == CONSENSUS else
                f"no enrollment mapping at {mapping_path}", CONSENSUS, TYPICAL)
-  ids, emb = _embeddings(p.embeddings, bundle)
-  scale, source = declared_scale(p, bundle)
-  logging.info("scaled predictions on [%g, %g] (from %s)", *scale, source)
+  return bundle
+
+
+def _consensus(bundle, emb) -> list:
+  """The consensus model (the baseline every listener's predictions are
+  compared with) as two annotators: "consensus", its raw output, and
+  "consensus_typical", the consensus at the raters' typical scale (the
+  source's held-out raters' spread around it: the blended rule's starting
+  point, aggregate_rescaled in the protocol)."""
   agg = bundle.consensus(emb)
   rescale = bundle.info["blend"]["rescale"]
   a, c = (np.asarray(rescale[k], np.float32) for k in ("a", "c"))
-  path = _write_predictions(workdir, p, bundle, ids, scale,
-                            [(CONSENSUS, agg), (TYPICAL, a * agg + c)])
-  if p.distribution:
-    _write_distributions(os.path.dirname(path), bundle, ids,
-                         bundle.features(emb), scale)
-  return path
+  return [(CONSENSUS, agg), (TYPICAL, a * agg + c)]
 
 
 def _write_predictions(workdir, p, bundle, ids, scale, predictions) -> str:

@@ -23,6 +23,8 @@ import os
 from absl import logging
 import ml_collections
 
+from annojax.data import prepare
+
 SAVED = "config.json"
 # Modes whose outputs depend on the data and model settings.
 DATA_MODES = ("all", "prepare", "train", "evaluate", "export")
@@ -117,7 +119,4 @@ def reconcile(config, workdir: str, write: bool = True) -> None:
     return
   first = saved is None or (not binds and config.mode in DATA_MODES)
   out = path if first else os.path.join(workdir, f"config.{config.mode}.json")
-  os.makedirs(workdir, exist_ok=True)
-  with open(out + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(out + ".tmp", out)
+  prepare.write_json(out, now, indent=2)

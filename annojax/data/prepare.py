@@ -311,11 +311,11 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Prepared:
   return Prepared(*paths, overlap=shared)
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str, obj, indent: int = 1) -> None:
   """Writes `obj` as JSON atomically (a reader never sees half a file)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
+    json.dump(obj, f, indent=indent)
   os.replace(path + ".tmp", path)
 
 

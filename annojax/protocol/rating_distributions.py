@@ -92,6 +92,11 @@ def unscorable(table, cfg) -> str | None:
           "config.eval.distribution.min_ratings")
 
 
+def _cannot_score(why: str) -> str:
+  return (f"rating distributions: {why}; lower it or leave the distribution "
+          "rows out of config.eval.rows")
+
+
 def applicable(selected, table, cfg, named: bool):
   """`selected` rows without the distribution rows where the target cannot
   score them -> (rows, the reason or None). Rows the user named
@@ -102,9 +107,7 @@ def applicable(selected, table, cfg, named: bool):
   if why is None:
     return selected, None
   if named:
-    raise ValueError(
-        f"rating distributions: {why}; lower it or leave the distribution "
-        "rows out of config.eval.rows")
+    raise ValueError(_cannot_score(why))
   left = [r.name for r in selected if r.output == rows_lib.DISTRIBUTION]
   reason = (f"rows left out: {', '.join(left)} (rating distributions): "
             f"{why}; lower it to score them")
@@ -123,12 +126,7 @@ class SeedClips:
     self.rated = rated_clips(table.pair_clip, table.pair_values,
                              len(table.clip_ids), self.cfg.min_ratings)
     if not len(self.rated.clips):
-      raise ValueError(
-          f"rating distributions: no target clip has >= "
-          f"{self.cfg.min_ratings} ratings (the most any has: "
-          f"{np.bincount(table.pair_clip).max()}); lower "
-          "config.eval.distribution.min_ratings or leave the distribution "
-          "rows out of config.eval.rows")
+      raise ValueError(_cannot_score(unscorable(table, self.cfg)))
     self.scale = dist.detect_scale(table.pair_values)
     self.tuned: dict = {}  # row -> what it chose on the source
 

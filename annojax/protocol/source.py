@@ -18,6 +18,7 @@ from annojax import blend
 from annojax import enroll
 from annojax import posterior
 from annojax.data import pipeline
+from annojax.data import prepare
 from annojax.protocol import folds
 
 
@@ -39,11 +40,7 @@ def tuning_key(config, prepared, *models) -> str:
 
 
 def save_tuning(workdir: str, key: str, parts: dict) -> None:
-  path = os.path.join(workdir, TUNING)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump({"key": key, **parts}, f)
-  os.replace(path + ".tmp", path)
+  prepare.write_json(os.path.join(workdir, TUNING), {"key": key, **parts})
 
 
 def load_tuning(workdir: str, key: str) -> dict:
