@@ -12,6 +12,12 @@ if ROOT not in sys.path:
 from configs import tiny  # pylint: disable=g-import-not-at-top
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: takes more than a few seconds (a model trained or a "
+      "command run in a subprocess); the quick tier is -m 'not slow'")
+
+
 @pytest.fixture
 def tiny_config():
   return tiny.get_config()

@@ -709,6 +709,7 @@ def table_dims(prepared):
   return pipeline.read_meta(prepared.target).dims
 
 
+@pytest.mark.slow
 def test_export_reuses_the_source_tuning_of_seed_0s_protocol(
     trained_tiny, protocol, tmp_path):
   """Export used to tune the posterior, the blend and the KDE again for
@@ -757,6 +758,7 @@ def test_export_reuses_the_source_tuning_of_seed_0s_protocol(
   del graphdef
 
 
+@pytest.mark.slow
 def test_the_terminal_gets_a_headline_not_the_whole_table(trained_tiny,
                                                           protocol):
   """results.md (hundreds of lines) was printed whole to stdout."""

@@ -156,6 +156,7 @@ def test_target_embeddings_of_another_width_name_both_files(tmp_path):
     prepare.prepare(c, str(tmp_path / "w"))
 
 
+@pytest.mark.slow
 def test_distribution_rows_a_target_cannot_score_are_left_out_not_fatal(
     tiny_config, tmp_path):
   """A corpus with fewer ratings per target clip than
@@ -198,6 +199,7 @@ def _cli(*args):
                         cwd=root, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_later_modes_start_from_the_workdirs_saved_config(tmp_path):
   """A later mode without --config used to need every flag again (or
   rebuilt the synthetic default over the saved config.json). Now: no
@@ -237,6 +239,7 @@ def test_later_modes_start_from_the_workdirs_saved_config(tmp_path):
       list((w / "data" / "prepared").iterdir())) == 1  # nothing rebuilt
 
 
+@pytest.mark.slow
 def test_print_config_is_plain_yaml(tmp_path):
   """--print_config showed !!python/tuple tags and &id001 anchors (one
   tuple object shared by source and target dims)."""
