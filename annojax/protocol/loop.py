@@ -63,8 +63,6 @@ def run_protocol(config: ml_collections.ConfigDict, workdir: str,
   """Runs the protocol; writes results.{json,md} and plots to <workdir>/eval."""
   prepared = prepared or prepare_lib.prepare(config, workdir)
   target = context.Target(config, prepared)
-  for module in config.eval.row_modules:  # rows registered elsewhere
-    importlib.import_module(module)
   selected, left_out = selected_rows(config, target)
   sizes = folds.adaptive_sizes(config.eval)
   got = _Collected()
@@ -91,6 +89,8 @@ def selected_rows(config, target: context.Target):
   out, or None): rows that cannot be scored on this target (rating
   distributions without clips of min_ratings ratings) are left out of the
   default selection; named in config.eval.rows, they are an error."""
+  for module in config.eval.row_modules:  # rows registered elsewhere
+    importlib.import_module(module)
   names = tuple(config.eval.rows)
   selected = rows_lib.select(names, target.categorical,
                              context.families(config))
@@ -103,8 +103,6 @@ def selected_rows(config, target: context.Target):
 def check_rows(config, prepared: prepare_lib.Prepared) -> None:
   """Before any training: the rows config.eval.rows names can be scored on
   the prepared target (an error now, not after hours of training)."""
-  for module in config.eval.row_modules:
-    importlib.import_module(module)
   selected_rows(config, context.Target(config, prepared))
 
 
